@@ -1,0 +1,1 @@
+"""Keras CNN-zoo training pipeline: data, models, training, tracking, evaluation, selection."""

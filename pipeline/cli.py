@@ -1,0 +1,200 @@
+"""The `pipeline` command: a thin Typer layer over the pure functions of the package."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import typer  # noqa: E402
+
+from pipeline.errors import PipelineError  # noqa: E402
+
+app = typer.Typer(help="Train, track, select and package the CNN zoo.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+#: Input shape and class count of the built-in datasets, so `describe` needs no data on disk.
+KNOWN_SHAPES = {"fashion_mnist": ((28, 28, 1), 10), "mnist": ((28, 28, 1), 10),
+                "cifar10": ((32, 32, 3), 10)}  # fmt: skip
+
+
+def one_line_errors(func):
+    """Turn a PipelineError into one line on stderr and exit status 2, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except PipelineError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@data_app.command("info")
+@one_line_errors
+def data_info(
+    dataset: Annotated[str, typer.Option(help="fashion_mnist, mnist, cifar10 or folder:PATH")] = (
+        "fashion_mnist"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+) -> None:
+    """Classes, image shape, and counts per split and per class."""
+    import pandas as pd
+
+    from pipeline.config import load_config
+    from pipeline.data import describe_dataset, load_raw, make_splits
+
+    config = load_config(None, [f"data.dataset={dataset}"])
+    raw = load_raw(config.data)
+    info = describe_dataset(raw, make_splits(raw, config.data, config.train.seed))
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    typer.echo(f"dataset: {info['name']}")
+    typer.echo(f"image shape: {'x'.join(map(str, info['image_shape']))}")
+    typer.echo(f"published: {info['published']['train']} train, {info['published']['test']} test")
+    typer.echo(f"splits: {info['splits']}")
+    table = pd.DataFrame(info["per_class"], index=info["classes"])
+    table.index.name = "class"
+    typer.echo(table.to_string())
+
+
+@app.command()
+@one_line_errors
+def describe(
+    model: Annotated[str, typer.Argument(help="Architecture: lenet, alexnet, vgg, nin, googlenet")],
+    dataset: Annotated[str, typer.Option(help="Take the input shape of this dataset")] = (
+        "fashion_mnist"
+    ),
+    input_shape: Annotated[str | None, typer.Option(help="H,W,C (overrides --dataset)")] = None,
+    classes: Annotated[int | None, typer.Option(help="Number of classes")] = None,
+    option: Annotated[list[str] | None, typer.Option(help="Model option key=value")] = None,
+) -> None:
+    """Per-layer table: geometry, output shape, parameters, FC-equivalent parameters, MACs."""
+    from pipeline.config import load_config
+    from pipeline.data import DataSpec
+    from pipeline.describe import describe as describe_model
+    from pipeline.describe import render
+    from pipeline.models import build_model
+
+    if input_shape:
+        try:
+            shape = tuple(int(v) for v in input_shape.split(","))
+            assert len(shape) == 3 and min(shape) > 0
+        except (ValueError, AssertionError):
+            raise PipelineError(f"--input-shape must be H,W,C, got {input_shape!r}") from None
+        n = classes or 10
+    elif dataset in KNOWN_SHAPES:
+        shape, n = KNOWN_SHAPES[dataset]
+        n = classes or n
+    else:
+        raise PipelineError(f"--dataset {dataset!r} has no known shape; pass --input-shape H,W,C")
+    overrides = [f"models=[{model}]", *(f"model_options.{model}.{o}" for o in option or [])]
+    config = load_config(None, overrides)
+    spec = DataSpec("describe", shape, tuple(str(i) for i in range(n)), (0.0,) * shape[2],
+                    (1.0,) * shape[2])  # fmt: skip
+    try:
+        keras_model = build_model(model, spec, **config.for_model(model))
+    except ValueError as exc:
+        raise PipelineError(f"{model} cannot take input {shape}: {exc}") from None
+    typer.echo(render(describe_model(keras_model)))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@one_line_errors
+def train(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(help="YAML config, e.g. configs/default.yaml")] = (
+        None
+    ),
+) -> None:
+    """Train the sweep, track it in MLflow, evaluate on the test set, promote the champion.
+
+    Extra arguments are key=value overrides, e.g. `train.epochs=3 models=[lenet]`.
+    """
+    from pipeline.config import load_config
+
+    cfg = load_config(config, ctx.args)
+    from pipeline.selection import promote
+    from pipeline.train import train as run_sweep
+
+    sweep = run_sweep(cfg)
+    typer.echo("\n" + sweep.table().to_string(index=False))
+    if cfg.tracking.promote:
+        result = promote(cfg.tracking, sweep.parent_run_id)
+        typer.echo(
+            f"\nchampion: {result.model} (run {result.run_id}, val acc {result.best_val_accuracy:.4f},"
+            f" test acc {result.test_accuracy:.4f}) -> {cfg.tracking.registered_model} "
+            f"v{result.version} @champion, BentoML {result.bento_tag}"
+        )
+
+
+@app.command()
+@one_line_errors
+def promote(
+    config: Annotated[Path | None, typer.Option(help="YAML config (tracking section)")] = None,
+    sweep: Annotated[str | None, typer.Option(help="Parent run id; default: newest sweep")] = None,
+) -> None:
+    """Register the best run of a sweep as `champion` and save it to the BentoML store."""
+    from pipeline.config import load_config
+    from pipeline.selection import promote as do_promote
+
+    cfg = load_config(config)
+    result = do_promote(cfg.tracking, sweep)
+    typer.echo(json.dumps(result.__dict__, indent=2))
+
+
+@app.command()
+@one_line_errors
+def evaluate(
+    model_uri: Annotated[str, typer.Argument(help="e.g. models:/cnn-classifier@champion")],
+    out: Annotated[Path | None, typer.Option(help="Write confusion matrix and report here")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config (tracking section)")] = None,
+) -> None:
+    """Recompute test accuracy, macro F1, confusion matrix and per-class report of a model."""
+    from pipeline import tracking
+    from pipeline.config import load_config
+    from pipeline.evaluate import evaluate_uri
+
+    tracking.setup(load_config(config).tracking)
+    result, _ = evaluate_uri(model_uri, out)
+    typer.echo(f"test accuracy: {result.accuracy:.4f}\nmacro F1: {result.macro_f1:.4f}")
+    typer.echo(result.per_class.round(4).to_string(index=False))
+    typer.echo("confusion matrix (rows: true, columns: predicted):")
+    typer.echo(str(result.confusion))
+
+
+@app.command()
+@one_line_errors
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, WebP, BMP)")],
+    model_uri: Annotated[str | None, typer.Option(help="Default: the registered champion")] = None,
+    k: Annotated[int, typer.Option(min=1, help="How many labels per image")] = 3,
+    config: Annotated[Path | None, typer.Option(help="YAML config (tracking section)")] = None,
+) -> None:
+    """Classify image files with the champion locally and print the top-k labels."""
+    from pipeline import tracking
+    from pipeline.config import load_config
+    from pipeline.predict import champion_uri, predict_files
+
+    cfg = load_config(config)
+    tracking.setup(cfg.tracking)
+    for result in predict_files(images, model_uri or champion_uri(cfg.tracking.registered_model), k):
+        labels = ", ".join(f"{label} {p:.3f}" for label, p in result.top)
+        typer.echo(f"{result.path}: {labels}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

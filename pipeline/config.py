@@ -1,0 +1,283 @@
+"""One typed configuration for a run: frozen dataclasses loaded from YAML, overridable by key=value.
+
+Every value is checked here, before any data is read or any MLflow run is created, so a typo
+stops the run with one line naming the key instead of failing an hour later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, how it is split and sliced."""
+
+    #: fashion_mnist, mnist, cifar10, or folder:PATH (one sub-folder of images per class).
+    dataset: str = "fashion_mnist"
+    #: Height and width images are resized to; null keeps the dataset's own size.
+    image_size: tuple[int, int] | None = None
+    #: 1 (grayscale) or 3 (RGB) for folder datasets; null keeps the dataset's own channels.
+    channels: int | None = None
+    #: Share of the training set held out (stratified, seeded) for validation.
+    val_fraction: float = 0.1
+    #: Use at most this many training / test images (stratified); null uses all.
+    train_limit: int | None = None
+    test_limit: int | None = None
+    #: Keep decoded batches in memory between epochs.
+    cache: bool = True
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.val_fraction < 0.5, "data.val_fraction", "must be in (0, 0.5)")
+        _check(self.channels in (None, 1, 3), "data.channels", "must be 1, 3 or null")
+        if self.image_size is not None:
+            _check(
+                len(self.image_size) == 2 and min(self.image_size) >= 8,
+                "data.image_size",
+                "must be [height, width], each >= 8",
+            )
+        for key in ("train_limit", "test_limit"):
+            value = getattr(self, key)
+            _check(value is None or value >= 10, f"data.{key}", "must be >= 10 or null")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-only augmentation, built from Keras preprocessing layers."""
+
+    enabled: bool = True
+    #: Random horizontal flip (right for clothing and objects, wrong for digits).
+    flip: bool = True
+    #: Random translation as a fraction of height/width (a random crop of a padded image).
+    translate: float = 0.1
+    #: Random zoom in/out as a fraction.
+    zoom: float = 0.1
+    #: Random rotation as a fraction of a full turn.
+    rotation: float = 0.0
+    #: Random contrast and brightness factors.
+    contrast: float = 0.1
+    brightness: float = 0.1
+
+    def __post_init__(self) -> None:
+        for key in ("translate", "zoom", "rotation", "contrast", "brightness"):
+            _check(0.0 <= getattr(self, key) < 1.0, f"augment.{key}", "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters shared by every architecture of the sweep."""
+
+    dropout: float = 0.5
+    #: Multiplies every layer's channel / unit count (0.5 halves the model).
+    width: float = 1.0
+    batch_norm: bool = False
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+        _check(0.0 < self.width <= 8.0, "model.width", "must be in (0, 8]")
+        _check(
+            self.activation in ("relu", "sigmoid", "tanh", "gelu", "elu", "swish"),
+            "model.activation",
+            "must be one of relu, sigmoid, tanh, gelu, elu, swish",
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation: optimiser, schedule, batch size, epochs, early stopping, seed."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adamw"
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    #: Only used by sgd.
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    #: Stop after this many epochs without a better validation loss; 0 disables it.
+    early_stopping_patience: int = 5
+    seed: int = 42
+    #: Compile the train step with XLA.
+    jit_compile: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _check(1 <= self.batch_size <= 4096, "train.batch_size", "must be in [1, 4096]")
+        _check(self.optimizer in OPTIMIZERS, "train.optimizer", f"must be one of {OPTIMIZERS}")
+        _check(self.schedule in SCHEDULES, "train.schedule", f"must be one of {SCHEDULES}")
+        _check(0.0 < self.learning_rate < 10.0, "train.learning_rate", "must be in (0, 10)")
+        _check(self.weight_decay >= 0.0, "train.weight_decay", "must be >= 0")
+        _check(0 <= self.warmup_epochs < self.epochs, "train.warmup_epochs", "must be < epochs")
+        _check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
+        _check(self.early_stopping_patience >= 0, "train.early_stopping_patience", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where runs, registered models and checkpoints go."""
+
+    #: MLflow tracking URI; null uses $MLFLOW_TRACKING_URI, else the embedded SQLite store.
+    tracking_uri: str | None = None
+    experiment: str = "cnn-zoo"
+    #: Name in the MLflow Model Registry and in the BentoML model store.
+    registered_model: str = "cnn-classifier"
+    #: Where per-epoch checkpoints live while a run is unfinished; null: ./checkpoints.
+    checkpoint_dir: str | None = None
+    #: Register the best run and save it to the BentoML store when the sweep ends.
+    promote: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole sweep: the models to train and everything they share."""
+
+    #: Architectures to train, by registry name (see `pipeline describe`).
+    models: tuple[str, ...] = ("lenet", "vgg")
+    #: Per-architecture options, e.g. {vgg: {preset: vgg11}, lenet: {classic: true}}.
+    model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self) -> None:
+        # Imported here: the model registry pulls in Keras, which config loading must not need.
+        from pipeline.models import check_model_options
+
+        _check(len(self.models) > 0, "models", "must name at least one model")
+        for name, options in self.model_options.items():
+            _check(name in self.models, f"model_options.{name}", f"'{name}' is not in models")
+        for name in self.models:
+            check_model_options(name, self.model_options.get(name, {}))
+
+    def for_model(self, name: str) -> dict[str, Any]:
+        """Keyword arguments of the architecture builder for `name`."""
+        return {**dataclasses.asdict(self.model), **self.model_options.get(name, {})}
+
+    def flat(self) -> dict[str, Any]:
+        """Every value under its dotted key, as logged to MLflow."""
+        return _flatten(dataclasses.asdict(self))
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}' {message}")
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against the type hint `hint`, converting lists to tuples where needed."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        item_hints = args[:1] * len(value) if args[-1] is Ellipsis else args
+        if len(item_hints) != len(value):
+            raise ConfigError(f"config key '{key}' must have {len(args)} items, got {value!r}")
+        return tuple(_coerce(v, h, key) for v, h in zip(value, item_hints, strict=True))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return {str(k): v if not isinstance(v, dict) else dict(v) for k, v in value.items()}
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is Any or (isinstance(hint, type) and isinstance(value, hint)):
+        if hint is int and isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"config key '{key}' must be of type {name}, got {value!r}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Make dataclass `cls` from a mapping, rejecting unknown keys with a suggestion."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known: {names}"
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+        if dataclasses.is_dataclass(hints[key]):
+            kwargs[key] = _build(hints[key], value or {}, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _apply_override(tree: dict[str, Any], assignment: str) -> None:
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{assignment}' must look like key=value, e.g. train.epochs=3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{assignment}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(path: Path | str | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Read a YAML config (or the defaults), apply `key=value` overrides, validate everything."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; pick one in configs/")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            line = getattr(getattr(exc, "problem_mark", None), "line", None)
+            where = f" at line {line + 1}" if line is not None else ""
+            raise ConfigError(f"config file {path} is not valid YAML{where}") from exc
+    for assignment in overrides:
+        _apply_override(tree, assignment)
+    return _build(Config, tree)

@@ -1,0 +1,36 @@
+"""LeNet-5 (LeCun et al., 1998): two 5x5 convolutions with pooling, then FC 120 -> 84 -> classes."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from pipeline.models.layers import conv, dense, logits, scaled
+
+
+def build(
+    x: keras.KerasTensor,
+    num_classes: int,
+    *,
+    dropout: float = 0.5,
+    width: float = 1.0,
+    batch_norm: bool = False,
+    activation: str = "relu",
+    classic: bool = False,
+) -> keras.KerasTensor:
+    """ReLU and max pooling by default; `classic` restores sigmoid and average pooling."""
+    act = "sigmoid" if classic else activation
+    pool = layers.AveragePooling2D if classic else layers.MaxPooling2D
+    x = conv(x, scaled(6, width), 5, activation=act, batch_norm=batch_norm, name="conv1")
+    x = pool(2, name="pool1")(x)  # H/2, W/2, 6
+    x = conv(
+        x, scaled(16, width), 5, padding="valid", activation=act, batch_norm=batch_norm,
+        name="conv2",
+    )  # fmt: skip
+    x = pool(2, name="pool2")(x)  # (H/2-4)/2, (W/2-4)/2, 16
+    x = layers.Flatten(name="flatten")(x)
+    x = dense(x, scaled(120, width), activation=act, dropout=dropout, batch_norm=batch_norm,
+              name="fc1")  # fmt: skip
+    x = dense(x, scaled(84, width), activation=act, dropout=dropout, batch_norm=batch_norm,
+              name="fc2")  # fmt: skip
+    return logits(x, num_classes)

@@ -1,0 +1,48 @@
+"""Local prediction with the registered champion: image files in, top-k labels out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+from pipeline.preprocess import ImageDecodeError, ImageShape, image_bytes_to_pixels
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    top: list[tuple[str, float]]
+
+
+def champion_uri(registered_model: str) -> str:
+    return f"models:/{registered_model}@champion"
+
+
+def predict_files(paths: list[Path], model_uri: str, k: int = 3) -> list[Prediction]:
+    """Classify image files with a logged model, using the same preprocessing as the service."""
+    import mlflow
+
+    from pipeline.evaluate import predict_logits, softmax
+
+    try:
+        info = mlflow.models.get_model_info(model_uri)
+    except mlflow.exceptions.MlflowException as exc:
+        raise PipelineError(f"cannot load {model_uri}: {exc.message.splitlines()[0]}") from None
+    spec = info.metadata["data_spec"]
+    shape = ImageShape.of(spec["input_shape"])
+    pixels = []
+    for path in paths:
+        try:
+            pixels.append(image_bytes_to_pixels(Path(path).read_bytes(), shape))
+        except (OSError, ImageDecodeError) as exc:
+            raise PipelineError(f"cannot use {path}: {exc}") from None
+    model = mlflow.keras.load_model(model_uri)
+    probs = softmax(predict_logits(model, np.stack(pixels)))
+    names = spec["class_names"]
+    return [
+        Prediction(str(path), [(names[i], float(p[i])) for i in np.argsort(-p)[:k]])
+        for path, p in zip(paths, probs, strict=True)
+    ]

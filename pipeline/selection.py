@@ -1,0 +1,131 @@
+"""Champion selection and packaging: the registry alias and the BentoML model store.
+
+The rule: among the finished runs of a sweep, the highest best-epoch validation accuracy wins;
+ties go to the model with fewer parameters. The test set plays no part in the choice.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import mlflow
+
+from pipeline import tracking
+from pipeline.config import TrackingConfig
+from pipeline.errors import PipelineError
+
+CHAMPION_ALIAS = "champion"
+ORDER_BY = ["metrics.best_val_accuracy DESC", "metrics.model_params ASC"]
+
+
+@dataclass(frozen=True)
+class Promotion:
+    run_id: str
+    model: str
+    version: str
+    bento_tag: str
+    best_val_accuracy: float
+    test_accuracy: float
+
+
+def latest_sweep(experiment_id: str) -> str:
+    """The newest finished sweep (parent run) of the experiment."""
+    runs = tracking.client().search_runs(
+        [experiment_id], filter_string="tags.sweep = 'true' and attributes.status = 'FINISHED'",
+        order_by=["start_time DESC"], max_results=1,
+    )  # fmt: skip
+    if not runs:
+        raise PipelineError("no finished sweep to promote from; run `pipeline train` first")
+    return runs[0].info.run_id
+
+
+def select_best(experiment_id: str, parent_run_id: str):
+    """The best finished child run of a sweep by the rule above."""
+    runs = tracking.client().search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'FINISHED'"
+        ),
+        order_by=ORDER_BY,
+        max_results=1,
+    )
+    if not runs:
+        raise PipelineError(f"sweep {parent_run_id} has no finished model runs to promote")
+    return runs[0]
+
+
+def _label(value: str) -> str:
+    """BentoML label values: letters, digits, '-', '_' and '.' only."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", value)[:63] or "_"
+
+
+def save_to_bento(model, name: str, labels: dict[str, str], metadata: dict) -> str:
+    """Save a Keras model into the BentoML store as `model.keras`; returns its tag."""
+    import bentoml
+
+    with bentoml.models.create(
+        name, labels={k: _label(str(v)) for k, v in labels.items()}, metadata=metadata
+    ) as ref:
+        model.save(ref.path_of("model.keras"))
+    return str(ref.tag)
+
+
+def promote(config: TrackingConfig, parent_run_id: str | None = None) -> Promotion:
+    """Register the sweep's best run, alias it `champion`, and put it in the BentoML store.
+
+    Promoting the same run twice reuses its registry version instead of adding another.
+    """
+    experiment_id = tracking.setup(config)
+    parent_run_id = parent_run_id or latest_sweep(experiment_id)
+    run = select_best(experiment_id, parent_run_id)
+    run_id = run.info.run_id
+    model_uri = run.data.tags["model_uri"]
+    metrics = run.data.metrics
+    client = tracking.client()
+    name = config.registered_model
+
+    existing = [v for v in _versions(client, name) if v.run_id == run_id]
+    if existing:
+        version = existing[0].version
+    else:
+        version = mlflow.register_model(model_uri, name).version
+    test_tags = {k: f"{metrics[k]:.4f}" for k in ("test_accuracy", "test_macro_f1",
+                                                     "best_val_accuracy")}  # fmt: skip
+    for key, value in {**test_tags, "model": run.data.tags["model"], "run_id": run_id}.items():
+        client.set_model_version_tag(name, version, key, value)
+    client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+
+    info = mlflow.models.get_model_info(model_uri)
+    spec = info.metadata["data_spec"]
+    model = mlflow.keras.load_model(model_uri)
+    bento_tag = save_to_bento(
+        model,
+        name,
+        labels={
+            "run_id": run_id, "model": run.data.tags["model"], "dataset": spec["name"],
+            "registry_version": version,
+        },  # fmt: skip
+        metadata={
+            **spec,
+            "model": run.data.tags["model"],
+            "run_id": run_id,
+            "registered_model": name,
+            "registry_version": str(version),
+            "test_accuracy": float(metrics["test_accuracy"]),
+            "test_macro_f1": float(metrics["test_macro_f1"]),
+            "normalisation": "pixels/255, then (x - mean) / std per channel, inside the model",
+        },
+    )
+    return Promotion(
+        run_id=run_id, model=run.data.tags["model"], version=str(version), bento_tag=bento_tag,
+        best_val_accuracy=float(metrics["best_val_accuracy"]),
+        test_accuracy=float(metrics["test_accuracy"]),
+    )  # fmt: skip
+
+
+def _versions(client, name: str) -> list:
+    try:
+        return client.search_model_versions(f"name = '{name}'")
+    except mlflow.exceptions.MlflowException:
+        return []

@@ -1,0 +1,64 @@
+"""MLflow set-up: which store, which experiment, and small helpers over the client."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from urllib.parse import urlparse
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from pipeline import paths
+from pipeline.config import TrackingConfig
+
+
+def tracking_uri(config: TrackingConfig) -> str:
+    """The config's URI, else $MLFLOW_TRACKING_URI, else the embedded SQLite file."""
+    return config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or (
+        f"sqlite:///{paths.MLFLOW_DB}"
+    )
+
+
+def _local_artifact_root(uri: str) -> str | None:
+    """Artifacts of a SQLite store go beside its file, not in the current directory."""
+    if not uri.startswith("sqlite:///"):
+        return None  # a tracking server decides where artifacts go
+    db = Path(urlparse(uri).path)
+    return (db.parent / "mlartifacts").as_uri()
+
+
+def setup(config: TrackingConfig) -> str:
+    """Point MLflow at the store and return the experiment id (creating it if needed)."""
+    uri = tracking_uri(config)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    experiment = mlflow.get_experiment_by_name(config.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    return mlflow.create_experiment(
+        config.experiment, artifact_location=_local_artifact_root(uri)
+    )
+
+
+def client() -> MlflowClient:
+    return MlflowClient()
+
+
+def git_commit() -> str:
+    """The commit of the project checkout, or 'unknown' outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=paths.PROJECT_ROOT, capture_output=True,
+            text=True, timeout=5, check=True,
+        )  # fmt: skip
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def metric_history(run_id: str, key: str) -> list[float]:
+    """Values of a metric ordered by step (one per epoch)."""
+    history = client().get_metric_history(run_id, key)
+    return [m.value for m in sorted(history, key=lambda m: m.step)]

@@ -1,0 +1,371 @@
+"""A sweep: one parent MLflow run, one nested run per model, each resumable after a kill.
+
+`train(config)` is the pure entry point the CLI and the tests call. A restarted sweep with the
+same configuration finds its unfinished parent run, skips finished models and resumes the
+unfinished one from its last epoch checkpoint (Keras `BackupAndRestore`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import keras
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from pipeline import paths, plots, tracking
+from pipeline.augment import build_augmenter
+from pipeline.callbacks import EpochLogger, ResumableEarlyStopping
+from pipeline.config import Config
+from pipeline.data import DataSpec, Splits, load_splits
+from pipeline.describe import describe, render, totals
+from pipeline.evaluate import (
+    most_confident_errors,
+    predict_logits,
+    report,
+    softmax,
+    write_report_files,
+)
+from pipeline.inputs import make_dataset
+from pipeline.models import build_model
+
+#: Packages whose versions are logged with each run and pinned in the logged model.
+TRACKED_PACKAGES = ("tensorflow", "keras", "mlflow", "numpy", "scikit-learn", "pandas")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The summary of one trained model, as printed at the end of a sweep."""
+
+    model: str
+    run_id: str
+    params: int
+    epochs: int
+    best_val_accuracy: float
+    test_accuracy: float
+    test_macro_f1: float
+    wall_seconds: float
+    images_per_s: float
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    parent_run_id: str
+    experiment_id: str
+    runs: tuple[RunResult, ...]
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame([r.__dict__ for r in self.runs])
+
+
+def _sweep_key(config: Config) -> str:
+    """Identifies a configuration: the same key on restart means 'resume this sweep'."""
+    blob = json.dumps(config.flat(), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _unfinished(runs: list, key: str, value: str):
+    """The newest run whose tag `key` equals `value` and that did not finish."""
+    for run in runs:  # search order: newest first
+        if run.data.tags.get(key) == value and run.info.status != "FINISHED":
+            return run
+    return None
+
+
+def device_name() -> str:
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"GPU: {details.get('device_name', gpus[0].name)}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {cpu}"
+
+
+def environment_tags() -> dict[str, str]:
+    tags = {f"version.{p}": version(p) for p in TRACKED_PACKAGES}
+    tags.update(
+        {
+            "device": device_name(),
+            "python": platform.python_version(),
+            "mlflow.source.git.commit": tracking.git_commit(),
+        }
+    )
+    return tags
+
+
+def _optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    t = config.train
+    lr: float | keras.optimizers.schedules.LearningRateSchedule = t.learning_rate
+    if t.schedule == "cosine":
+        warmup = t.warmup_epochs * steps_per_epoch
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=t.learning_rate if not warmup else 0.0,
+            decay_steps=max(1, t.epochs * steps_per_epoch - warmup),
+            warmup_target=t.learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
+    if t.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=t.momentum, nesterov=True,
+                                    weight_decay=t.weight_decay or None)  # fmt: skip
+    if t.optimizer == "adam":
+        return keras.optimizers.Adam(lr)
+    return keras.optimizers.AdamW(lr, weight_decay=t.weight_decay)
+
+
+def _checkpoint_dir(config: Config, run_id: str) -> Path:
+    base = Path(config.tracking.checkpoint_dir) if config.tracking.checkpoint_dir else None
+    return (base or paths.CHECKPOINT_DIR) / run_id
+
+
+def _log_figure(fig, name: str) -> None:
+    mlflow.log_figure(fig, name)
+    plt.close(fig)
+
+
+def _conv_stage_outputs(model: keras.Model) -> list[keras.KerasTensor]:
+    """The activation after each convolution stage (the input of each pooling layer)."""
+    outputs = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.MaxPooling2D | keras.layers.AveragePooling2D):
+            inbound = layer.input
+            if not isinstance(inbound, list):
+                outputs.append(inbound)
+    return outputs[:6]
+
+
+def log_visuals(model: keras.Model, spec: DataSpec, x_test, y_test, probs) -> None:
+    """Misclassified grid, first-layer filters and feature maps of one test image."""
+    errors = most_confident_errors(probs, y_test, count=16)
+    names = spec.class_names
+    titles = [
+        f"true {names[y_test[i]]}\npred {names[probs[i].argmax()]} {probs[i].max():.2f}"
+        for i in errors
+    ]
+    _log_figure(plots.image_grid(x_test[errors], titles), "misclassified.png")
+
+    first_conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    kernel = keras.ops.convert_to_numpy(first_conv.kernel)  # kh, kw, C_in, C_out
+    filters = np.moveaxis(kernel, -1, 0)[:32]  # C_out, kh, kw, C_in
+    if filters.shape[-1] not in (1, 3):
+        filters = filters[..., :1]
+    _log_figure(
+        plots.image_grid(filters, [f"filter {i}" for i in range(len(filters))]),
+        "first_layer_filters.png",
+    )
+
+    stages = _conv_stage_outputs(model)
+    if stages:
+        probe = keras.Model(model.inputs, stages)
+        maps = probe.predict(x_test[:1].astype(np.float32), verbose=0)
+        maps = maps if isinstance(maps, list) else [maps]
+        images, titles = [], []
+        for s, fmap in enumerate(maps):
+            for c in range(min(8, fmap.shape[-1])):
+                images.append(fmap[0, :, :, c : c + 1])
+                titles.append(f"stage {s + 1} ch {c}")
+        _log_figure(plots.image_grid(images, titles), "feature_maps.png")
+
+
+def _evaluate_and_log(model: keras.Model, splits: Splits, run_id: str) -> dict[str, float]:
+    """Test-set evaluation: metrics, confusion matrix, per-class table and figures."""
+    spec = splits.spec
+    logits = predict_logits(model, splits.x_test)
+    probs = softmax(logits)
+    result = report(splits.y_test, probs.argmax(axis=1), spec.class_names)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_report_files(result, spec.class_names, Path(tmp))
+        mlflow.log_artifacts(tmp)
+    mlflow.log_table(result.per_class, "per_class_report.json")
+    history = {
+        k: tracking.metric_history(run_id, k) for k in ("loss", "accuracy", "val_loss", "val_accuracy")
+    }
+    _log_figure(plots.training_curves(history), "training_curves.png")
+    log_visuals(model, spec, splits.x_test, splits.y_test, probs)
+    return result.metrics()
+
+
+def _log_model(model: keras.Model, splits: Splits, config: Config) -> str:
+    """Log the Keras model with its signature; returns its `models:/` URI.
+
+    MLflow 3.17's Keras flavour writes `input_example` before it creates the model folder and
+    fails, so the example input is logged beside it as the run artifact `input_example.json`.
+    """
+    example = splits.x_test[:2].astype(np.float32)
+    signature = mlflow.models.infer_signature(example, softmax(predict_logits(model, example)))
+    mlflow.log_dict({"inputs": example.tolist()}, "input_example.json")
+    info = mlflow.keras.log_model(
+        model,
+        name="model",
+        signature=signature,
+        pip_requirements=[f"{p}=={version(p)}" for p in TRACKED_PACKAGES],
+        metadata={
+            "data_spec": splits.spec.to_dict(),
+            "data_config": json.loads(json.dumps(config.flat(), default=str)),
+        },
+    )
+    return info.model_uri
+
+
+def train_model(
+    name: str, config: Config, splits: Splits, parent_run_id: str, experiment_id: str,
+    resume_run_id: str | None = None,
+) -> RunResult:  # fmt: skip
+    """Train, evaluate and log one architecture as a nested run (resumed if `resume_run_id`)."""
+    t = config.train
+    keras.utils.set_random_seed(t.seed)
+    spec = splits.spec
+    model = build_model(name, spec, **config.for_model(name))
+    table = describe(model)
+    steps_per_epoch = int(np.ceil(len(splits.y_train) / t.batch_size))
+    model.compile(
+        optimizer=_optimizer(config, steps_per_epoch),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=t.jit_compile,
+    )
+    train_ds = make_dataset(
+        splits.x_train, splits.y_train, t.batch_size, training=True,
+        augmenter=build_augmenter(config.augment, t.seed), seed=t.seed, cache=config.data.cache,
+    )  # fmt: skip
+    val_ds = make_dataset(splits.x_val, splits.y_val, 512, training=False, cache=config.data.cache)
+
+    with mlflow.start_run(
+        run_id=resume_run_id, run_name=None if resume_run_id else name,
+        experiment_id=experiment_id, nested=True, parent_run_id=parent_run_id,
+    ) as run:  # fmt: skip
+        run_id = run.info.run_id
+        previous_val_losses = tracking.metric_history(run_id, "val_loss")
+        if resume_run_id is None:
+            mlflow.set_tags({"model": name, "dataset": spec.name, **environment_tags()})
+            mlflow.log_params({**config.flat(), "model.name": name})
+            mlflow.log_params({f"describe.{k}": v for k, v in totals(table).items()})
+            mlflow.log_params({f"data.size.{k}": v for k, v in splits.sizes().items()})
+            mlflow.log_metrics({"model_params": totals(table)["params"]})
+            mlflow.log_text(render(table), "describe.txt")
+            mlflow.log_text(table.to_csv(index=False), "describe.csv")
+        else:
+            mlflow.set_tag("resumed_from_epoch", len(previous_val_losses))
+            print(f"[{name}] resuming run {run_id} after epoch {len(previous_val_losses)}")
+
+        ckpt = _checkpoint_dir(config, run_id)
+        ckpt.mkdir(parents=True, exist_ok=True)
+        best_weights = ckpt / "best.weights.h5"
+        callbacks: list[keras.callbacks.Callback] = [
+            EpochLogger(run_id, len(splits.y_train), set(range(len(previous_val_losses)))),
+            keras.callbacks.ModelCheckpoint(
+                best_weights, monitor="val_loss", save_best_only=True, save_weights_only=True,
+                initial_value_threshold=min(previous_val_losses) if previous_val_losses else None,
+            ),
+        ]  # fmt: skip
+        if t.early_stopping_patience:
+            callbacks.append(
+                ResumableEarlyStopping(
+                    previous_val_losses, monitor="val_loss", patience=t.early_stopping_patience
+                )
+            )
+        # Last, so that an epoch counts as done only after it was logged and checkpointed.
+        callbacks.append(keras.callbacks.BackupAndRestore(ckpt / "backup", double_checkpoint=True))
+
+        start = time.perf_counter()
+        model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=callbacks,
+                  verbose=1 if sys.stdout.isatty() else 2)  # fmt: skip
+        wall = time.perf_counter() - start
+        if best_weights.exists():
+            model.load_weights(best_weights)
+
+        val_accuracy = tracking.metric_history(run_id, "val_accuracy")
+        images_per_s = tracking.metric_history(run_id, "images_per_s")
+        test_metrics = _evaluate_and_log(model, splits, run_id)
+        best_epoch = int(np.argmin(tracking.metric_history(run_id, "val_loss")))
+        summary = {
+            **test_metrics,
+            "best_val_accuracy": val_accuracy[best_epoch],
+            "best_epoch": best_epoch,
+            "epochs_trained": len(val_accuracy),
+            "train_wall_seconds": wall,
+            "median_images_per_s": float(np.median(images_per_s)),
+        }
+        mlflow.log_metrics(summary)
+        mlflow.set_tag("model_uri", _log_model(model, splits, config))
+        shutil.rmtree(ckpt, ignore_errors=True)
+
+    return RunResult(
+        model=name, run_id=run_id, params=totals(table)["params"], epochs=len(val_accuracy),
+        best_val_accuracy=round(summary["best_val_accuracy"], 4),
+        test_accuracy=round(summary["test_accuracy"], 4),
+        test_macro_f1=round(summary["test_macro_f1"], 4), wall_seconds=round(wall, 1),
+        images_per_s=round(summary["median_images_per_s"], 1),
+    )  # fmt: skip
+
+
+def _result_from_run(run) -> RunResult:
+    m = run.data.metrics
+    return RunResult(
+        model=run.data.tags["model"], run_id=run.info.run_id, params=int(m["model_params"]),
+        epochs=int(m["epochs_trained"]), best_val_accuracy=round(m["best_val_accuracy"], 4),
+        test_accuracy=round(m["test_accuracy"], 4), test_macro_f1=round(m["test_macro_f1"], 4),
+        wall_seconds=round(m["train_wall_seconds"], 1),
+        images_per_s=round(m["median_images_per_s"], 1),
+    )  # fmt: skip
+
+
+def train(config: Config) -> SweepResult:
+    """Train every model of the sweep, tracked in MLflow; resume an interrupted identical sweep."""
+    splits = load_splits(config.data, config.train.seed)
+    experiment_id = tracking.setup(config.tracking)
+    client = tracking.client()
+    key = _sweep_key(config)
+    parents = client.search_runs(
+        [experiment_id], filter_string=f"tags.sweep_key = '{key}'", order_by=["start_time DESC"]
+    )
+    parent = _unfinished([r for r in parents if "mlflow.parentRunId" not in r.data.tags],
+                         "sweep_key", key)  # fmt: skip
+    results: list[RunResult] = []
+    with mlflow.start_run(
+        run_id=parent.info.run_id if parent else None, experiment_id=experiment_id,
+        run_name=None if parent else f"sweep-{'-'.join(config.models)}",
+    ) as parent_run:  # fmt: skip
+        parent_id = parent_run.info.run_id
+        if parent is None:
+            mlflow.set_tags({"sweep_key": key, "sweep": "true", "dataset": splits.spec.name})
+            mlflow.log_params(config.flat())
+        children = client.search_runs(
+            [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
+            order_by=["start_time DESC"],
+        )  # fmt: skip
+        for name in config.models:
+            done = [c for c in children if c.data.tags.get("model") == name
+                    and c.info.status == "FINISHED"]  # fmt: skip
+            if done:
+                print(f"[{name}] already finished in run {done[0].info.run_id}; skipping")
+                results.append(_result_from_run(done[0]))
+                continue
+            unfinished = _unfinished(children, "model", name)
+            results.append(
+                train_model(name, config, splits, parent_id, experiment_id,
+                            resume_run_id=unfinished.info.run_id if unfinished else None)
+            )  # fmt: skip
+        sweep = SweepResult(parent_id, experiment_id, tuple(results))
+        table = sweep.table()
+        mlflow.log_text(table.to_csv(index=False), "comparison.csv")
+        mlflow.log_text(table.to_html(index=False), "comparison.html")
+    return sweep
