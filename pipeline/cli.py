@@ -11,17 +11,20 @@ from typing import Annotated
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import typer  # noqa: E402
+import typer
 
-from pipeline.errors import PipelineError  # noqa: E402
+from pipeline.errors import PipelineError
 
 app = typer.Typer(help="Train, track, select and package the CNN zoo.", no_args_is_help=True)
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 #: Input shape and class count of the built-in datasets, so `describe` needs no data on disk.
-KNOWN_SHAPES = {"fashion_mnist": ((28, 28, 1), 10), "mnist": ((28, 28, 1), 10),
-                "cifar10": ((32, 32, 3), 10)}  # fmt: skip
+KNOWN_SHAPES = {
+    "fashion_mnist": ((28, 28, 1), 10),
+    "mnist": ((28, 28, 1), 10),
+    "cifar10": ((32, 32, 3), 10),
+}
 
 
 def one_line_errors(func):
@@ -99,8 +102,9 @@ def describe(
         raise PipelineError(f"--dataset {dataset!r} has no known shape; pass --input-shape H,W,C")
     overrides = [f"models=[{model}]", *(f"model_options.{model}.{o}" for o in option or [])]
     config = load_config(None, overrides)
-    spec = DataSpec("describe", shape, tuple(str(i) for i in range(n)), (0.0,) * shape[2],
-                    (1.0,) * shape[2])  # fmt: skip
+    spec = DataSpec(
+        "describe", shape, tuple(str(i) for i in range(n)), (0.0,) * shape[2], (1.0,) * shape[2]
+    )
     try:
         keras_model = build_model(model, spec, **config.for_model(model))
     except ValueError as exc:
@@ -131,8 +135,9 @@ def train(
     if cfg.tracking.promote:
         result = promote(cfg.tracking, sweep.parent_run_id)
         typer.echo(
-            f"\nchampion: {result.model} (run {result.run_id}, val acc {result.best_val_accuracy:.4f},"
-            f" test acc {result.test_accuracy:.4f}) -> {cfg.tracking.registered_model} "
+            f"\nchampion: {result.model} (run {result.run_id}, "
+            f"val acc {result.best_val_accuracy:.4f}, test acc {result.test_accuracy:.4f}) -> "
+            f"{cfg.tracking.registered_model} "
             f"v{result.version} @champion, BentoML {result.bento_tag}"
         )
 
@@ -187,7 +192,9 @@ def predict(
 
     cfg = load_config(config)
     tracking.setup(cfg.tracking)
-    for result in predict_files(images, model_uri or champion_uri(cfg.tracking.registered_model), k):
+    for result in predict_files(
+        images, model_uri or champion_uri(cfg.tracking.registered_model), k
+    ):
         labels = ", ".join(f"{label} {p:.3f}" for label, p in result.top)
         typer.echo(f"{result.path}: {labels}")
 

@@ -31,13 +31,29 @@ DEFAULT_FOLDER_SIZE = (64, 64)
 FOLDER_TEST_FRACTION = 0.2
 
 FASHION_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 IDX_FILES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -149,10 +165,13 @@ def _download(url: str, target_dir: Path, fname: str, extract: bool = False) -> 
     try:
         return Path(
             keras.utils.get_file(
-                fname=fname, origin=url, cache_dir=str(target_dir), cache_subdir=".",
+                fname=fname,
+                origin=url,
+                cache_dir=str(target_dir),
+                cache_subdir=".",
                 extract=extract,
             )
-        )  # fmt: skip
+        )
     except Exception as exc:
         raise DatasetError(
             f"could not download {url} ({type(exc).__name__}: {exc}); put the files in "
@@ -176,9 +195,13 @@ def load_idx_dataset(
     if len(x_train) != len(y_train) or len(x_test) != len(y_test):
         raise DatasetError(f"{directory}: image and label counts differ; replace the files")
     return RawDataset(
-        name, class_names, x_train[..., None], y_train.astype(np.int64),
-        x_test[..., None], y_test.astype(np.int64),
-    )  # fmt: skip
+        name,
+        class_names,
+        x_train[..., None],
+        y_train.astype(np.int64),
+        x_test[..., None],
+        y_test.astype(np.int64),
+    )
 
 
 def load_fashion_mnist() -> RawDataset:
@@ -199,9 +222,13 @@ def load_mnist() -> RawDataset:
         raise DatasetError(f"{path} is corrupt ({exc}); delete it so it is fetched again") from None
     x_train, y_train, x_test, y_test = arrays
     return RawDataset(
-        "mnist", classes, x_train[..., None], y_train.astype(np.int64),
-        x_test[..., None], y_test.astype(np.int64),
-    )  # fmt: skip
+        "mnist",
+        classes,
+        x_train[..., None],
+        y_train.astype(np.int64),
+        x_test[..., None],
+        y_test.astype(np.int64),
+    )
 
 
 def load_cifar10() -> RawDataset:
@@ -237,17 +264,22 @@ def load_cifar10() -> RawDataset:
 # --- Folder datasets ---------------------------------------------------------------------------
 
 
-def _read_class_folders(root: Path, shape: ImageShape) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+def _read_class_folders(
+    root: Path, shape: ImageShape
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(class_dirs) < 2:
-        raise DatasetError(f"{root} must hold one sub-folder of images per class (found "
-                           f"{len(class_dirs)})")  # fmt: skip
+        raise DatasetError(
+            f"{root} must hold one sub-folder of images per class (found {len(class_dirs)})"
+        )
     images, labels = [], []
     for label, class_dir in enumerate(class_dirs):
         files = sorted(p for p in class_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise DatasetError(f"class folder {class_dir} has no PNG/JPEG/WebP/BMP images; "
-                               "add some or remove the folder")  # fmt: skip
+            raise DatasetError(
+                f"class folder {class_dir} has no PNG/JPEG/WebP/BMP images; "
+                "add some or remove the folder"
+            )
         for file in files:
             try:
                 images.append(image_bytes_to_pixels(file.read_bytes(), shape))
@@ -332,8 +364,9 @@ def make_splits(raw: RawDataset, config: DataConfig, seed: int) -> Splits:
     x_train, y_train = _subsample(raw.x_train, raw.y_train, config.train_limit, seed)
     x_test, y_test = _subsample(raw.x_test, raw.y_test, config.test_limit, seed)
     if config.image_size is not None and not raw.name.startswith("folder:"):
-        x_train, x_test = _resize_all(x_train, config.image_size), _resize_all(
-            x_test, config.image_size
+        x_train, x_test = (
+            _resize_all(x_train, config.image_size),
+            _resize_all(x_test, config.image_size),
         )
     x_train, x_val, y_train, y_val = _stratified_split(x_train, y_train, config.val_fraction, seed)
     scaled = x_train.reshape(-1, x_train.shape[-1]).astype(np.float64) / 255.0

@@ -1,4 +1,4 @@
-"""Held-out evaluation with scikit-learn's metrics: confusion matrix, per-class report, artifacts."""
+"""Held-out evaluation with scikit-learn's metrics: confusion matrix, per-class report."""
 
 from __future__ import annotations
 
@@ -34,12 +34,16 @@ def report(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -
     """Accuracy, macro F1, the confusion matrix (rows: true class) and precision/recall/F1."""
     labels = list(range(len(class_names)))
     per_class = classification_report(
-        y_true, y_pred, labels=labels, target_names=list(class_names), output_dict=True,
+        y_true,
+        y_pred,
+        labels=labels,
+        target_names=list(class_names),
+        output_dict=True,
         zero_division=0,
-    )  # fmt: skip
-    table = pd.DataFrame(
-        [{"class": name, **per_class[name]} for name in class_names]
-    ).rename(columns={"f1-score": "f1"})
+    )
+    table = pd.DataFrame([{"class": name, **per_class[name]} for name in class_names]).rename(
+        columns={"f1-score": "f1"}
+    )
     return EvaluationReport(
         accuracy=float(accuracy_score(y_true, y_pred)),
         macro_f1=float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
@@ -53,9 +57,7 @@ def predict_logits(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return np.asarray(model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0))
 
 
-def most_confident_errors(
-    probs: np.ndarray, y_true: np.ndarray, count: int = 16
-) -> np.ndarray:
+def most_confident_errors(probs: np.ndarray, y_true: np.ndarray, count: int = 16) -> np.ndarray:
     """Indices of the misclassified images the model was surest about, most confident first."""
     y_pred = probs.argmax(axis=1)
     wrong = np.flatnonzero(y_pred != y_true)
@@ -71,8 +73,9 @@ def write_report_files(result: EvaluationReport, class_names: Sequence[str], out
     names = list(class_names)
     pd.DataFrame(result.confusion, index=names, columns=names).to_csv(out / "confusion_matrix.csv")
     rows = result.confusion.sum(axis=1, keepdims=True)
-    normalised = np.divide(result.confusion, rows, out=np.zeros(result.confusion.shape),
-                           where=rows > 0)  # fmt: skip
+    normalised = np.divide(
+        result.confusion, rows, out=np.zeros(result.confusion.shape), where=rows > 0
+    )
     pd.DataFrame(normalised, index=names, columns=names).round(4).to_csv(
         out / "confusion_matrix_normalized.csv"
     )

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
 
 def training_curves(history: dict[str, Sequence[float]]) -> Figure:
@@ -48,8 +48,15 @@ def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str]) -> F
             threshold = data.max() / 2
             for i in range(n):
                 for j in range(n):
-                    ax.text(j, i, format(data[i, j], fmt), ha="center", va="center", fontsize=7,
-                            color="white" if data[i, j] > threshold else "black")  # fmt: skip
+                    ax.text(
+                        j,
+                        i,
+                        format(data[i, j], fmt),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if data[i, j] > threshold else "black",
+                    )
     fig.tight_layout()
     return fig
 

@@ -54,9 +54,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
             "not an image: the bytes are not PNG, JPEG, WebP or BMP", status=415
         ) from None
     except Image.DecompressionBombError:
-        raise ImageDecodeError(
-            f"image has more than {max_pixels} pixels", status=413
-        ) from None
+        raise ImageDecodeError(f"image has more than {max_pixels} pixels", status=413) from None
     if image.format not in SUPPORTED_FORMATS:
         raise ImageDecodeError(
             f"unsupported image format {image.format}; send PNG, JPEG, WebP or BMP", status=415

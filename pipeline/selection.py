@@ -32,9 +32,11 @@ class Promotion:
 def latest_sweep(experiment_id: str) -> str:
     """The newest finished sweep (parent run) of the experiment."""
     runs = tracking.client().search_runs(
-        [experiment_id], filter_string="tags.sweep = 'true' and attributes.status = 'FINISHED'",
-        order_by=["start_time DESC"], max_results=1,
-    )  # fmt: skip
+        [experiment_id],
+        filter_string="tags.sweep = 'true' and attributes.status = 'FINISHED'",
+        order_by=["start_time DESC"],
+        max_results=1,
+    )
     if not runs:
         raise PipelineError("no finished sweep to promote from; run `pipeline train` first")
     return runs[0].info.run_id
@@ -86,12 +88,10 @@ def promote(config: TrackingConfig, parent_run_id: str | None = None) -> Promoti
     name = config.registered_model
 
     existing = [v for v in _versions(client, name) if v.run_id == run_id]
-    if existing:
-        version = existing[0].version
-    else:
-        version = mlflow.register_model(model_uri, name).version
-    test_tags = {k: f"{metrics[k]:.4f}" for k in ("test_accuracy", "test_macro_f1",
-                                                     "best_val_accuracy")}  # fmt: skip
+    version = existing[0].version if existing else mlflow.register_model(model_uri, name).version
+    test_tags = {
+        k: f"{metrics[k]:.4f}" for k in ("test_accuracy", "test_macro_f1", "best_val_accuracy")
+    }
     for key, value in {**test_tags, "model": run.data.tags["model"], "run_id": run_id}.items():
         client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
@@ -103,9 +103,11 @@ def promote(config: TrackingConfig, parent_run_id: str | None = None) -> Promoti
         model,
         name,
         labels={
-            "run_id": run_id, "model": run.data.tags["model"], "dataset": spec["name"],
+            "run_id": run_id,
+            "model": run.data.tags["model"],
+            "dataset": spec["name"],
             "registry_version": version,
-        },  # fmt: skip
+        },
         metadata={
             **spec,
             "model": run.data.tags["model"],
@@ -118,10 +120,13 @@ def promote(config: TrackingConfig, parent_run_id: str | None = None) -> Promoti
         },
     )
     return Promotion(
-        run_id=run_id, model=run.data.tags["model"], version=str(version), bento_tag=bento_tag,
+        run_id=run_id,
+        model=run.data.tags["model"],
+        version=str(version),
+        bento_tag=bento_tag,
         best_val_accuracy=float(metrics["best_val_accuracy"]),
         test_accuracy=float(metrics["test_accuracy"]),
-    )  # fmt: skip
+    )
 
 
 def _versions(client, name: str) -> list:

@@ -16,8 +16,10 @@ from pipeline.config import TrackingConfig
 
 def tracking_uri(config: TrackingConfig) -> str:
     """The config's URI, else $MLFLOW_TRACKING_URI, else the embedded SQLite file."""
-    return config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or (
-        f"sqlite:///{paths.MLFLOW_DB}"
+    return (
+        config.tracking_uri
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or (f"sqlite:///{paths.MLFLOW_DB}")
     )
 
 
@@ -37,9 +39,7 @@ def setup(config: TrackingConfig) -> str:
     experiment = mlflow.get_experiment_by_name(config.experiment)
     if experiment is not None:
         return experiment.experiment_id
-    return mlflow.create_experiment(
-        config.experiment, artifact_location=_local_artifact_root(uri)
-    )
+    return mlflow.create_experiment(config.experiment, artifact_location=_local_artifact_root(uri))
 
 
 def client() -> MlflowClient:
@@ -50,9 +50,13 @@ def git_commit() -> str:
     """The commit of the project checkout, or 'unknown' outside git."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=paths.PROJECT_ROOT, capture_output=True,
-            text=True, timeout=5, check=True,
-        )  # fmt: skip
+            ["git", "rev-parse", "HEAD"],
+            cwd=paths.PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"

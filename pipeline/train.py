@@ -124,8 +124,9 @@ def _optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimiz
             warmup_steps=warmup,
         )
     if t.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=t.momentum, nesterov=True,
-                                    weight_decay=t.weight_decay or None)  # fmt: skip
+        return keras.optimizers.SGD(
+            lr, momentum=t.momentum, nesterov=True, weight_decay=t.weight_decay or None
+        )
     if t.optimizer == "adam":
         return keras.optimizers.Adam(lr)
     return keras.optimizers.AdamW(lr, weight_decay=t.weight_decay)
@@ -196,7 +197,8 @@ def _evaluate_and_log(model: keras.Model, splits: Splits, run_id: str) -> dict[s
         mlflow.log_artifacts(tmp)
     mlflow.log_table(result.per_class, "per_class_report.json")
     history = {
-        k: tracking.metric_history(run_id, k) for k in ("loss", "accuracy", "val_loss", "val_accuracy")
+        k: tracking.metric_history(run_id, k)
+        for k in ("loss", "accuracy", "val_loss", "val_accuracy")
     }
     _log_figure(plots.training_curves(history), "training_curves.png")
     log_visuals(model, spec, splits.x_test, splits.y_test, probs)
@@ -226,9 +228,13 @@ def _log_model(model: keras.Model, splits: Splits, config: Config) -> str:
 
 
 def train_model(
-    name: str, config: Config, splits: Splits, parent_run_id: str, experiment_id: str,
+    name: str,
+    config: Config,
+    splits: Splits,
+    parent_run_id: str,
+    experiment_id: str,
     resume_run_id: str | None = None,
-) -> RunResult:  # fmt: skip
+) -> RunResult:
     """Train, evaluate and log one architecture as a nested run (resumed if `resume_run_id`)."""
     t = config.train
     keras.utils.set_random_seed(t.seed)
@@ -243,15 +249,23 @@ def train_model(
         jit_compile=t.jit_compile,
     )
     train_ds = make_dataset(
-        splits.x_train, splits.y_train, t.batch_size, training=True,
-        augmenter=build_augmenter(config.augment, t.seed), seed=t.seed, cache=config.data.cache,
-    )  # fmt: skip
+        splits.x_train,
+        splits.y_train,
+        t.batch_size,
+        training=True,
+        augmenter=build_augmenter(config.augment, t.seed),
+        seed=t.seed,
+        cache=config.data.cache,
+    )
     val_ds = make_dataset(splits.x_val, splits.y_val, 512, training=False, cache=config.data.cache)
 
     with mlflow.start_run(
-        run_id=resume_run_id, run_name=None if resume_run_id else name,
-        experiment_id=experiment_id, nested=True, parent_run_id=parent_run_id,
-    ) as run:  # fmt: skip
+        run_id=resume_run_id,
+        run_name=None if resume_run_id else name,
+        experiment_id=experiment_id,
+        nested=True,
+        parent_run_id=parent_run_id,
+    ) as run:
         run_id = run.info.run_id
         previous_val_losses = tracking.metric_history(run_id, "val_loss")
         if resume_run_id is None:
@@ -272,10 +286,13 @@ def train_model(
         callbacks: list[keras.callbacks.Callback] = [
             EpochLogger(run_id, len(splits.y_train), set(range(len(previous_val_losses)))),
             keras.callbacks.ModelCheckpoint(
-                best_weights, monitor="val_loss", save_best_only=True, save_weights_only=True,
+                best_weights,
+                monitor="val_loss",
+                save_best_only=True,
+                save_weights_only=True,
                 initial_value_threshold=min(previous_val_losses) if previous_val_losses else None,
             ),
-        ]  # fmt: skip
+        ]
         if t.early_stopping_patience:
             callbacks.append(
                 ResumableEarlyStopping(
@@ -286,8 +303,13 @@ def train_model(
         callbacks.append(keras.callbacks.BackupAndRestore(ckpt / "backup", double_checkpoint=True))
 
         start = time.perf_counter()
-        model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=callbacks,
-                  verbose=1 if sys.stdout.isatty() else 2)  # fmt: skip
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=t.epochs,
+            callbacks=callbacks,
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
         wall = time.perf_counter() - start
         if best_weights.exists():
             model.load_weights(best_weights)
@@ -309,23 +331,31 @@ def train_model(
         shutil.rmtree(ckpt, ignore_errors=True)
 
     return RunResult(
-        model=name, run_id=run_id, params=totals(table)["params"], epochs=len(val_accuracy),
+        model=name,
+        run_id=run_id,
+        params=totals(table)["params"],
+        epochs=len(val_accuracy),
         best_val_accuracy=round(summary["best_val_accuracy"], 4),
         test_accuracy=round(summary["test_accuracy"], 4),
-        test_macro_f1=round(summary["test_macro_f1"], 4), wall_seconds=round(wall, 1),
+        test_macro_f1=round(summary["test_macro_f1"], 4),
+        wall_seconds=round(wall, 1),
         images_per_s=round(summary["median_images_per_s"], 1),
-    )  # fmt: skip
+    )
 
 
 def _result_from_run(run) -> RunResult:
     m = run.data.metrics
     return RunResult(
-        model=run.data.tags["model"], run_id=run.info.run_id, params=int(m["model_params"]),
-        epochs=int(m["epochs_trained"]), best_val_accuracy=round(m["best_val_accuracy"], 4),
-        test_accuracy=round(m["test_accuracy"], 4), test_macro_f1=round(m["test_macro_f1"], 4),
+        model=run.data.tags["model"],
+        run_id=run.info.run_id,
+        params=int(m["model_params"]),
+        epochs=int(m["epochs_trained"]),
+        best_val_accuracy=round(m["best_val_accuracy"], 4),
+        test_accuracy=round(m["test_accuracy"], 4),
+        test_macro_f1=round(m["test_macro_f1"], 4),
         wall_seconds=round(m["train_wall_seconds"], 1),
         images_per_s=round(m["median_images_per_s"], 1),
-    )  # fmt: skip
+    )
 
 
 def train(config: Config) -> SweepResult:
@@ -337,33 +367,45 @@ def train(config: Config) -> SweepResult:
     parents = client.search_runs(
         [experiment_id], filter_string=f"tags.sweep_key = '{key}'", order_by=["start_time DESC"]
     )
-    parent = _unfinished([r for r in parents if "mlflow.parentRunId" not in r.data.tags],
-                         "sweep_key", key)  # fmt: skip
+    parent = _unfinished(
+        [r for r in parents if "mlflow.parentRunId" not in r.data.tags], "sweep_key", key
+    )
     results: list[RunResult] = []
     with mlflow.start_run(
-        run_id=parent.info.run_id if parent else None, experiment_id=experiment_id,
+        run_id=parent.info.run_id if parent else None,
+        experiment_id=experiment_id,
         run_name=None if parent else f"sweep-{'-'.join(config.models)}",
-    ) as parent_run:  # fmt: skip
+    ) as parent_run:
         parent_id = parent_run.info.run_id
         if parent is None:
             mlflow.set_tags({"sweep_key": key, "sweep": "true", "dataset": splits.spec.name})
             mlflow.log_params(config.flat())
         children = client.search_runs(
-            [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
+            [experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
             order_by=["start_time DESC"],
-        )  # fmt: skip
+        )
         for name in config.models:
-            done = [c for c in children if c.data.tags.get("model") == name
-                    and c.info.status == "FINISHED"]  # fmt: skip
+            done = [
+                c
+                for c in children
+                if c.data.tags.get("model") == name and c.info.status == "FINISHED"
+            ]
             if done:
                 print(f"[{name}] already finished in run {done[0].info.run_id}; skipping")
                 results.append(_result_from_run(done[0]))
                 continue
             unfinished = _unfinished(children, "model", name)
             results.append(
-                train_model(name, config, splits, parent_id, experiment_id,
-                            resume_run_id=unfinished.info.run_id if unfinished else None)
-            )  # fmt: skip
+                train_model(
+                    name,
+                    config,
+                    splits,
+                    parent_id,
+                    experiment_id,
+                    resume_run_id=unfinished.info.run_id if unfinished else None,
+                )
+            )
         sweep = SweepResult(parent_id, experiment_id, tuple(results))
         table = sweep.table()
         mlflow.log_text(table.to_csv(index=False), "comparison.csv")

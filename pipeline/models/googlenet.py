@@ -24,14 +24,25 @@ STAGE5 = ((256, (160, 320), (32, 128), 128), (384, (192, 384), (48, 128), 128))
 
 
 def inception(
-    x: keras.KerasTensor, c1: int, c2: tuple[int, int], c3: tuple[int, int], c4: int, *,
-    activation: str, batch_norm: bool, name: str,
-) -> keras.KerasTensor:  # fmt: skip
+    x: keras.KerasTensor,
+    c1: int,
+    c2: tuple[int, int],
+    c3: tuple[int, int],
+    c4: int,
+    *,
+    activation: str,
+    batch_norm: bool,
+    name: str,
+) -> keras.KerasTensor:
     """Four paths concatenated on channels: 1x1; 1x1->3x3; 1x1->5x5; 3x3 max-pool->1x1."""
     kw = {"activation": activation, "batch_norm": batch_norm}
     p1 = conv(x, c1, 1, **kw, name=f"{name}_1x1")
-    p2 = conv(conv(x, c2[0], 1, **kw, name=f"{name}_3x3_reduce"), c2[1], 3, **kw, name=f"{name}_3x3")
-    p3 = conv(conv(x, c3[0], 1, **kw, name=f"{name}_5x5_reduce"), c3[1], 5, **kw, name=f"{name}_5x5")
+    p2 = conv(
+        conv(x, c2[0], 1, **kw, name=f"{name}_3x3_reduce"), c2[1], 3, **kw, name=f"{name}_3x3"
+    )
+    p3 = conv(
+        conv(x, c3[0], 1, **kw, name=f"{name}_5x5_reduce"), c3[1], 5, **kw, name=f"{name}_5x5"
+    )
     p4 = layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_pool")(x)
     p4 = conv(p4, c4, 1, **kw, name=f"{name}_pool_proj")
     return layers.Concatenate(name=f"{name}_concat")([p1, p2, p3, p4])  # B, H, W, c1+c2+c3+c4
@@ -61,10 +72,14 @@ def build(
     def stage(x: keras.KerasTensor, blocks, name: str) -> keras.KerasTensor:
         for i, (c1, c2, c3, c4) in enumerate(blocks):
             x = inception(
-                x, scaled(c1, width), (scaled(c2[0], width), scaled(c2[1], width)),
-                (scaled(c3[0], width), scaled(c3[1], width)), scaled(c4, width), **kw,
+                x,
+                scaled(c1, width),
+                (scaled(c2[0], width), scaled(c2[1], width)),
+                (scaled(c3[0], width), scaled(c3[1], width)),
+                scaled(c4, width),
+                **kw,
                 name=f"{name}_{chr(ord('a') + i)}",
-            )  # fmt: skip
+            )
         return x
 
     x = stage(x, STAGE3, "inception3")

@@ -17,9 +17,7 @@ def stem(inputs: keras.KerasTensor, mean, std) -> keras.KerasTensor:
     Serving then feeds decoded pixels and cannot drift from training's preprocessing.
     """
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    return layers.Normalization(
-        mean=list(mean), variance=[s * s for s in std], name="normalise"
-    )(x)
+    return layers.Normalization(mean=list(mean), variance=[s * s for s in std], name="normalise")(x)
 
 
 def conv(

@@ -24,13 +24,20 @@ def build(
     x = conv(x, scaled(6, width), 5, activation=act, batch_norm=batch_norm, name="conv1")
     x = pool(2, name="pool1")(x)  # H/2, W/2, 6
     x = conv(
-        x, scaled(16, width), 5, padding="valid", activation=act, batch_norm=batch_norm,
+        x,
+        scaled(16, width),
+        5,
+        padding="valid",
+        activation=act,
+        batch_norm=batch_norm,
         name="conv2",
-    )  # fmt: skip
+    )
     x = pool(2, name="pool2")(x)  # (H/2-4)/2, (W/2-4)/2, 16
     x = layers.Flatten(name="flatten")(x)
-    x = dense(x, scaled(120, width), activation=act, dropout=dropout, batch_norm=batch_norm,
-              name="fc1")  # fmt: skip
-    x = dense(x, scaled(84, width), activation=act, dropout=dropout, batch_norm=batch_norm,
-              name="fc2")  # fmt: skip
+    x = dense(
+        x, scaled(120, width), activation=act, dropout=dropout, batch_norm=batch_norm, name="fc1"
+    )
+    x = dense(
+        x, scaled(84, width), activation=act, dropout=dropout, batch_norm=batch_norm, name="fc2"
+    )
     return logits(x, num_classes)

@@ -9,9 +9,15 @@ from pipeline.models.layers import conv, scaled
 
 
 def nin_block(
-    x: keras.KerasTensor, filters: int, kernel: int, strides: int, *, activation: str,
-    batch_norm: bool, name: str,
-) -> keras.KerasTensor:  # fmt: skip
+    x: keras.KerasTensor,
+    filters: int,
+    kernel: int,
+    strides: int,
+    *,
+    activation: str,
+    batch_norm: bool,
+    name: str,
+) -> keras.KerasTensor:
     """A spatial convolution followed by two 1x1 convolutions (the per-pixel MLP)."""
     kw = {"activation": activation, "batch_norm": batch_norm}
     x = conv(x, filters, kernel, strides=strides, **kw, name=f"{name}_conv")

@@ -19,12 +19,19 @@ PRESETS: dict[str, tuple[tuple[tuple[int, int], ...], tuple[int, ...]]] = {
 
 
 def vgg_block(
-    x: keras.KerasTensor, convs: int, filters: int, *, activation: str, batch_norm: bool,
+    x: keras.KerasTensor,
+    convs: int,
+    filters: int,
+    *,
+    activation: str,
+    batch_norm: bool,
     name: str,
-) -> keras.KerasTensor:  # fmt: skip
+) -> keras.KerasTensor:
     """`convs` 3x3 convolutions with `filters` channels, then a 2x2 max-pool."""
     for i in range(convs):
-        x = conv(x, filters, 3, activation=activation, batch_norm=batch_norm, name=f"{name}_conv{i + 1}")
+        x = conv(
+            x, filters, 3, activation=activation, batch_norm=batch_norm, name=f"{name}_conv{i + 1}"
+        )
     return layers.MaxPooling2D(2, padding="same", name=f"{name}_pool")(x)  # ceil(H/2)
 
 
@@ -46,11 +53,21 @@ def build(
     preset_blocks, preset_fc = PRESETS[preset]
     for i, (convs, filters) in enumerate(blocks or preset_blocks):
         x = vgg_block(
-            x, int(convs), scaled(int(filters), width), activation=activation,
-            batch_norm=batch_norm, name=f"block{i + 1}",
-        )  # fmt: skip
+            x,
+            int(convs),
+            scaled(int(filters), width),
+            activation=activation,
+            batch_norm=batch_norm,
+            name=f"block{i + 1}",
+        )
     x = layers.Flatten(name="flatten")(x)
     for i, units in enumerate(fc_units or preset_fc):
-        x = dense(x, scaled(int(units), width), activation=activation, dropout=dropout,
-                  batch_norm=batch_norm, name=f"fc{i + 1}")  # fmt: skip
+        x = dense(
+            x,
+            scaled(int(units), width),
+            activation=activation,
+            dropout=dropout,
+            batch_norm=batch_norm,
+            name=f"fc{i + 1}",
+        )
     return logits(x, num_classes)

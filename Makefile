@@ -1,0 +1,81 @@
+# CNN zoo: `make train` and `make test` work as the first command on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+UV_VERSION := $(shell grep -m1 '^uv==' requirements.lock | cut -d= -f3)
+
+PROFILE ?= default
+MODELS ?=
+DATASET ?= fashion_mnist
+GPU ?= 0
+PORT ?= 3000
+TAG ?= cnn_classifier:latest
+
+export BENTOML_HOME ?= $(CURDIR)/bentoml_home
+export BENTOML_DO_NOT_TRACK := True
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+BENTOFILE := $(if $(filter 1,$(GPU)),bentofile.gpu.yaml,bentofile.yaml)
+MODELS_OVERRIDE := $(if $(MODELS),models=[$(MODELS)])
+
+.PHONY: help setup data train ui serve bento containerize bench results test lint format clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-13s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(BIN)/uv pip sync -q --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+setup: $(STAMP) ## Build .venv from requirements.lock (idempotent)
+
+data: setup ## Get the dataset (Debian's dataset-fashion-mnist where possible) and print its summary
+	@if [ "$(DATASET)" = fashion_mnist ] && [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] \
+	   && [ ! -f data/fashion-mnist/train-images-idx3-ubyte.gz ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || echo "apt failed; the pipeline will download instead"; \
+	fi
+	$(BIN)/pipeline data info --dataset $(DATASET)
+
+train: data ## Train the sweep of PROFILE (quick|default|full) [MODELS=lenet,vgg], register the champion, build the bento
+	$(BIN)/pipeline train --config configs/$(PROFILE).yaml $(MODELS_OVERRIDE)
+	$(MAKE) --no-print-directory bento
+
+ui: setup ## MLflow UI on http://127.0.0.1:5000 over the embedded store
+	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host 127.0.0.1 --port 5000
+
+serve: setup ## Serve the champion on http://127.0.0.1:$(PORT)
+	$(BIN)/bentoml serve serving.service:Classifier --host 127.0.0.1 --port $(PORT)
+
+bento: setup ## Build the bento (GPU=1: CUDA image with tensorflow[and-cuda])
+	$(if $(filter 1,$(GPU)),SERVING_GPU=1) $(BIN)/bentoml build -f $(BENTOFILE)
+
+containerize: bento ## Build the container image (needs a Docker engine)
+	$(BIN)/bentoml containerize $(TAG)
+
+bench: setup ## Training and serving benchmarks -> docs/BENCHMARKS.md
+	$(BIN)/python -m bench.run
+
+results: setup ## Regenerate docs/RESULTS.md from the MLflow runs
+	$(BIN)/python -m bench.results
+
+test: data ## Run the whole test suite (what CI runs)
+	$(BIN)/pytest
+
+lint: setup ## Ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean: ## Remove caches and checkpoints (keeps .venv, data, the MLflow store and bentos)
+	rm -rf .pytest_cache .ruff_cache checkpoints
+	find . -name __pycache__ -prune -not -path './.venv/*' -exec rm -rf {} +

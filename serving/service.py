@@ -1,0 +1,235 @@
+"""BentoML service: the champion CNN over HTTP, with adaptive batching and clear 4xx errors.
+
+Two services: `Classifier` (the HTTP front: auth, limits, decoding, top-k; no TensorFlow) calls
+`ModelRunner` (one worker holding the Keras model, on a GPU when one is asked for), whose
+batchable `predict` merges concurrent requests into one model call.
+"""
+
+from __future__ import annotations
+
+import os
+from http import HTTPStatus
+from pathlib import Path
+
+import bentoml
+import numpy as np
+from bentoml.exceptions import BentoMLException
+from pydantic import BaseModel
+
+from pipeline.preprocess import ImageDecodeError, ImageShape, image_bytes_to_pixels
+from serving import settings as settings_module
+from serving.auth import RequestGuard
+
+SETTINGS = settings_module.load()
+# TensorFlow takes GPU memory as it needs it instead of all of it at start-up.
+os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class RequestError(BentoMLException):
+    """A client error with its own HTTP status; BentoML answers `[{"error": message}]`."""
+
+    def __init__(self, message: str, status: HTTPStatus = HTTPStatus.BAD_REQUEST) -> None:
+        super().__init__(message, error_code=status)
+
+
+class Label(BaseModel):
+    label: str
+    probability: float
+
+
+class ImagePrediction(BaseModel):
+    #: The file name as sent (or the array index for classify_array).
+    source: str
+    top: list[Label]
+
+
+class ModelInfo(BaseModel):
+    model_tag: str
+    architecture: str
+    run_id: str
+    registered_model: str
+    registry_version: str
+    dataset: str
+    class_names: list[str]
+    input_shape: list[int]
+    mean: list[float]
+    std: list[float]
+    normalisation: str
+    test_accuracy: float
+    max_images_per_request: int
+
+
+@bentoml.service(
+    name="cnn_model",
+    resources={"gpu": 1} if SETTINGS.gpu else {"cpu": "1"},
+    workers=1,
+    traffic={"timeout": 60},
+)
+class ModelRunner:
+    """Holds the Keras model; `predict` is batched across concurrent requests."""
+
+    bento_model = bentoml.models.BentoModel(SETTINGS.model_tag)
+
+    def __init__(self) -> None:
+        import keras
+
+        self.model = keras.saving.load_model(
+            self.bento_model.path_of("model.keras"), safe_mode=True, compile=False
+        )
+        shape = tuple(self.bento_model.info.metadata["input_shape"])
+        # Warm-up traces the predict function so the first request is not the slow one.
+        for batch in (1, 8):
+            self.model.predict_on_batch(np.zeros((batch, *shape), dtype=np.float32))
+
+    @bentoml.api(
+        batchable=True,
+        batch_dim=0,
+        max_batch_size=SETTINGS.max_batch_size,
+        max_latency_ms=SETTINGS.max_latency_ms,
+    )
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities for a batch of images (N, H, W, C) of pixels in [0, 255]."""
+        import keras
+
+        logits = self.model.predict_on_batch(pixels.astype(np.float32, copy=False))
+        return np.asarray(keras.ops.softmax(logits, axis=-1))
+
+
+@bentoml.service(
+    name="cnn_classifier",
+    workers=SETTINGS.front_workers,
+    traffic={"timeout": 60},
+)
+class Classifier:
+    """HTTP front: validates and decodes inputs, asks `ModelRunner`, returns top-k labels."""
+
+    bento_model = bentoml.models.BentoModel(SETTINGS.model_tag)
+    runner = bentoml.depends(ModelRunner)
+
+    def __init__(self) -> None:
+        stored = self.bento_model
+        meta = stored.info.metadata
+        self.class_names: list[str] = list(meta["class_names"])
+        self.shape = ImageShape.of(meta["input_shape"])
+        self.info = ModelInfo(
+            model_tag=str(stored.tag),
+            architecture=meta["model"],
+            run_id=meta["run_id"],
+            registered_model=meta["registered_model"],
+            registry_version=str(meta["registry_version"]),
+            dataset=meta["name"],
+            class_names=self.class_names,
+            input_shape=list(meta["input_shape"]),
+            mean=list(meta["mean"]),
+            std=list(meta["std"]),
+            normalisation=meta["normalisation"],
+            test_accuracy=float(meta["test_accuracy"]),
+            max_images_per_request=SETTINGS.max_images,
+        )
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _check_k(self, k: int) -> int:
+        upper = min(SETTINGS.max_k, len(self.class_names))
+        if not 1 <= k <= upper:
+            raise RequestError(
+                f"k must be between 1 and {upper}, got {k}", HTTPStatus.UNPROCESSABLE_ENTITY
+            )
+        return k
+
+    def _decode(self, data: bytes, name: str) -> np.ndarray:
+        if len(data) > SETTINGS.max_image_bytes:
+            raise RequestError(
+                f"{name}: {len(data)} bytes is more than the limit of {SETTINGS.max_image_bytes}",
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            )
+        try:
+            return image_bytes_to_pixels(data, self.shape, max_pixels=SETTINGS.max_pixels)
+        except ImageDecodeError as exc:
+            raise RequestError(f"{name}: {exc}", HTTPStatus(exc.status)) from None
+
+    async def _top_k(self, pixels: np.ndarray, sources: list[str], k: int) -> list[ImagePrediction]:
+        probs = await self.runner.to_async.predict(pixels)
+        probs = np.asarray(probs)
+        results = []
+        for source, p in zip(sources, probs, strict=True):
+            order = np.argsort(-p)[:k]
+            results.append(
+                ImagePrediction(
+                    source=source,
+                    top=[Label(label=self.class_names[i], probability=float(p[i])) for i in order],
+                )
+            )
+        return results
+
+    # --- API -----------------------------------------------------------------------------------
+
+    @bentoml.api
+    async def classify(self, images: list[Path], k: int = 3) -> list[ImagePrediction]:
+        """One or more image files (multipart field `images`): top-k labels per image."""
+        k = self._check_k(k)
+        if not images:
+            raise RequestError("no images: send one or more files in the field 'images'")
+        if len(images) > SETTINGS.max_images:
+            raise RequestError(
+                f"{len(images)} images in one request; the limit is {SETTINGS.max_images}",
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            )
+        pixels = np.stack([self._decode(path.read_bytes(), path.name) for path in images])
+        return await self._top_k(pixels, [path.name for path in images], k)
+
+    @bentoml.api(route="/classify_image")
+    async def classify_image(self, image: bytes, /) -> list[ImagePrediction]:
+        """One image as the raw request body (`Content-Type: image/*`): its top 3 labels.
+
+        For curl: `curl --data-binary @shoe.png -H 'Content-Type: image/png' .../classify_image`.
+        """
+        pixels = self._decode(image, "body")[None]
+        return await self._top_k(pixels, ["body"], min(3, len(self.class_names)))
+
+    @bentoml.api
+    async def classify_array(self, pixels: list, k: int = 3) -> list[ImagePrediction]:
+        """A JSON batch of decoded images (N x H x W x C, values 0-255): top-k labels each."""
+        k = self._check_k(k)
+        try:
+            array = np.asarray(pixels, dtype=np.float32)
+        except (ValueError, TypeError):
+            raise RequestError(
+                "pixels must be a rectangular nested list of numbers",
+                HTTPStatus.UNPROCESSABLE_ENTITY,
+            ) from None
+        expected = (self.shape.height, self.shape.width, self.shape.channels)
+        if array.ndim == 3 and self.shape.channels == 1 and array.shape[1:] == expected[:2]:
+            array = array[..., None]  # N x H x W grayscale is accepted too
+        if array.ndim != 4 or array.shape[1:] != expected:
+            raise RequestError(
+                f"pixels must have shape N x {' x '.join(map(str, expected))}, got "
+                f"{' x '.join(map(str, array.shape))}",
+                HTTPStatus.UNPROCESSABLE_ENTITY,
+            )
+        if not 1 <= len(array) <= SETTINGS.max_images:
+            raise RequestError(
+                f"{len(array)} images in one request; send 1 to {SETTINGS.max_images}",
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE if len(array) else HTTPStatus.BAD_REQUEST,
+            )
+        if not np.isfinite(array).all():
+            raise RequestError("pixels contain NaN or infinity", HTTPStatus.UNPROCESSABLE_ENTITY)
+        if array.min() < 0 or array.max() > 255:
+            raise RequestError("pixel values must be in [0, 255]", HTTPStatus.UNPROCESSABLE_ENTITY)
+        return await self._top_k(array, [str(i) for i in range(len(array))], k)
+
+    @bentoml.api
+    def metadata(self) -> ModelInfo:
+        """Which model answers: name, version, run id, classes, input shape, test accuracy."""
+        return self.info
+
+    @bentoml.api
+    def noop(self) -> dict:
+        """Does nothing: the HTTP path's own ceiling, for benchmarks."""
+        return {"ok": True}
+
+
+Classifier.add_asgi_middleware(
+    RequestGuard, token=SETTINGS.api_token, max_request_bytes=SETTINGS.max_request_bytes
+)

@@ -1,0 +1,113 @@
+"""Configuration: profiles load, overrides apply with types, mistakes stop with one line."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from pipeline import paths
+from pipeline.config import Config, load_config
+from pipeline.errors import ConfigError
+
+
+@pytest.mark.parametrize("profile", ["quick", "default", "full"])
+def test_every_profile_is_valid(profile):
+    config = load_config(paths.CONFIG_DIR / f"{profile}.yaml")
+    assert isinstance(config, Config)
+    assert config.data.dataset == "fashion_mnist"
+
+
+def test_default_profile_trains_lenet_and_a_small_vgg():
+    config = load_config(paths.CONFIG_DIR / "default.yaml")
+    assert config.models == ("lenet", "vgg")
+    assert config.model_options["vgg"]["preset"] == "small"
+
+
+def test_full_profile_trains_the_whole_zoo():
+    config = load_config(paths.CONFIG_DIR / "full.yaml")
+    assert set(config.models) == {"lenet", "alexnet", "vgg", "nin", "googlenet"}
+
+
+def test_overrides_are_typed_and_nested():
+    config = load_config(
+        paths.CONFIG_DIR / "quick.yaml",
+        [
+            "train.epochs=7",
+            "train.learning_rate=0.01",
+            "models=[lenet]",
+            "data.image_size=[32,32]",
+            "model_options.lenet.classic=true",
+            "augment.flip=false",
+        ],
+    )
+    assert config.train.epochs == 7
+    assert config.train.learning_rate == 0.01
+    assert config.models == ("lenet",)
+    assert config.data.image_size == (32, 32)
+    assert config.for_model("lenet")["classic"] is True
+    assert config.augment.flip is False
+
+
+def test_integer_is_accepted_for_a_float():
+    assert load_config(None, ["train.learning_rate=1"]).train.learning_rate == 1.0
+
+
+def test_flat_has_every_dotted_key():
+    flat = load_config(None).flat()
+    assert flat["train.epochs"] == 10
+    assert flat["data.dataset"] == "fashion_mnist"
+    assert flat["models"] == ["lenet", "vgg"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trian.epochs=3"], "unknown config key 'trian'; did you mean 'train'?"),
+        (["train.epoch=3"], "did you mean 'train.epochs'?"),
+        (["train.epochs=0"], "config key 'train.epochs' must be >= 1"),
+        (["train.epochs=three"], "config key 'train.epochs' must be of type int"),
+        (["train.optimizer=rmsprop"], "config key 'train.optimizer' must be one of"),
+        (["data.val_fraction=0.9"], "config key 'data.val_fraction' must be in (0, 0.5)"),
+        (["models=[lenet,resnet]"], "unknown model 'resnet'"),
+        (["model_options.vgg.depth=3"], "unknown config key 'model_options.vgg.depth'"),
+        (["train.epochs"], "must look like key=value"),
+        (["augment.zoom=2"], "config key 'augment.zoom' must be in [0, 1)"),
+    ],
+)
+def test_bad_values_name_the_key(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(paths.CONFIG_DIR / "quick.yaml", overrides)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {epochs: 3\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_config(bad)
+
+
+def test_cli_bad_config_stops_with_one_line_and_creates_nothing(tmp_path):
+    store = tmp_path / "store"
+    proc = subprocess.run(
+        [
+            str(paths.PROJECT_ROOT / ".venv/bin/pipeline"),
+            "train",
+            "--config",
+            str(paths.CONFIG_DIR / "quick.yaml"),
+            f"tracking.tracking_uri=sqlite:///{store}/m.db",
+            "train.batch_size=-4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: config key 'train.batch_size' must be in [1, 4096]"]
+    assert "Traceback" not in proc.stderr
+    assert not store.exists()

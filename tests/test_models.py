@@ -1,0 +1,244 @@
+"""The model zoo: shapes, learning, save/load, exact parameter counts, and NumPy references."""
+
+from __future__ import annotations
+
+import subprocess
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline import paths
+from pipeline.data import DataSpec
+from pipeline.describe import describe, output_size, totals
+from pipeline.models import REGISTRY, build_model
+
+SHAPES = [(28, 28, 1), (32, 32, 3)]
+
+
+def spec_for(shape, classes=10) -> DataSpec:
+    c = shape[-1]
+    return DataSpec("t", shape, tuple(str(i) for i in range(classes)), (0.3,) * c, (0.3,) * c)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(0)
+    return {
+        shape: (rng.integers(0, 256, (8, *shape)).astype(np.float32), np.arange(8) % 10)
+        for shape in SHAPES
+    }
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["28x28x1", "32x32x3"])
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_builds_learns_and_round_trips(name, shape, batch, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = build_model(name, spec_for(shape), dropout=0.0)
+    x, y = batch[shape]
+    logits = model(x, training=False)
+    assert logits.shape == (8, 10)
+
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss_fn)
+    before = float(loss_fn(y, model(x, training=False)))
+    model.train_on_batch(x, y)
+    after = float(loss_fn(y, model(x, training=False)))
+    assert after < before
+
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(restored.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_lenet_parameter_count():
+    # conv1 6*(5*5*1)+6=156, conv2 16*(5*5*6)+16=2416, fc 400*120+120=48120,
+    # 120*84+84=10164, 84*10+10=850.
+    assert build_model("lenet", spec_for((28, 28, 1))).count_params() == 61_706
+
+
+def test_lenet_classic_variant_uses_sigmoid_and_average_pooling():
+    model = build_model("lenet", spec_for((28, 28, 1)), classic=True)
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert "AveragePooling2D" in kinds and "MaxPooling2D" not in kinds
+    assert model.get_layer("conv1_act").activation.__name__ == "sigmoid"
+    assert model.count_params() == 61_706
+
+
+def test_vgg_small_parameter_count_by_hand():
+    convs = [(1, 32), (1, 64), (2, 128)]
+    params, channels = 0, 1
+    for n, filters in convs:
+        for _ in range(n):
+            params += 3 * 3 * channels * filters + filters
+            channels = filters
+    side = 28
+    for _ in convs:
+        side = -(-side // 2)  # 'same' 2x2 pools: 28 -> 14 -> 7 -> 4
+    flat = side * side * channels
+    params += flat * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10
+    model = build_model("vgg", spec_for((28, 28, 1)), preset="small")
+    assert model.count_params() == params == 833_162
+
+
+def test_batch_norm_and_width_are_configuration():
+    base = build_model("vgg", spec_for((28, 28, 1)))
+    narrow = build_model("vgg", spec_for((28, 28, 1)), width=0.5)
+    with_bn = build_model("vgg", spec_for((28, 28, 1)), batch_norm=True)
+    assert narrow.count_params() < base.count_params() / 3
+    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in with_bn.layers)
+
+
+def test_nin_has_no_dense_layer_and_googlenet_has_four_path_inceptions():
+    nin = build_model("nin", spec_for((28, 28, 1)))
+    assert not any(isinstance(layer, keras.layers.Dense) for layer in nin.layers)
+    assert isinstance(nin.layers[-1], keras.layers.GlobalAveragePooling2D)
+    google = build_model("googlenet", spec_for((28, 28, 1)))
+    concat = google.get_layer("inception3_a_concat")
+    assert len(concat.input) == 4
+    assert concat.output.shape[-1] == 64 + 128 + 32 + 32
+
+
+def test_describe_totals_match_keras_and_shapes_follow_the_formula():
+    model = build_model("alexnet", spec_for((28, 28, 1)))
+    table = describe(model)
+    assert totals(table)["params"] == model.count_params()
+    conv1 = table.set_index("layer").loc["conv1"]
+    assert conv1.output_shape == "28x28x96"
+    assert conv1.fc_equivalent_params == 28 * 28 * (28 * 28 * 96) + 28 * 28 * 96
+    assert conv1.macs == 28 * 28 * 96 * 5 * 5
+    assert table.set_index("layer").loc["pool1"].output_shape == "13x13x96"  # (28-3)//2+1
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize(("n", "kernel"), [(28, 5), (13, 3), (7, 1), (32, 11), (9, 4)])
+def test_output_size_formula_matches_keras(n, kernel, stride, padding):
+    layer = keras.layers.Conv2D(1, kernel, strides=stride, padding=padding)
+    expected = layer.compute_output_shape((1, n, n, 1))[1]
+    assert output_size(n, kernel, stride, padding) == expected
+
+
+def test_cli_describe_prints_the_table():
+    proc = subprocess.run(
+        [str(paths.PROJECT_ROOT / ".venv/bin/pipeline"), "describe", "lenet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "total parameters: 61,706" in proc.stdout
+    assert "3,692,640" in proc.stdout  # conv1 as a fully connected layer
+    assert "total multiply-accumulates per image: 416,520" in proc.stdout
+
+
+# --- NumPy references ---------------------------------------------------------------------------
+
+
+def np_pad(x, kernel, stride, padding):
+    if padding == "valid":
+        return x
+    total_h = max((-(-x.shape[1] // stride) - 1) * stride + kernel[0] - x.shape[1], 0)
+    total_w = max((-(-x.shape[2] // stride) - 1) * stride + kernel[1] - x.shape[2], 0)
+    return np.pad(
+        x,
+        (
+            (0, 0),
+            (total_h // 2, total_h - total_h // 2),
+            (total_w // 2, total_w - total_w // 2),
+            (0, 0),
+        ),
+    )
+
+
+def np_conv2d(x, w, b, stride, padding):
+    """Cross-correlation: x (N,H,W,C), w (kh,kw,C,F), b (F,) -> (N,H',W',F)."""
+    kh, kw, _, filters = w.shape
+    xp = np_pad(x, (kh, kw), stride, padding)
+    out_h = (xp.shape[1] - kh) // stride + 1
+    out_w = (xp.shape[2] - kw) // stride + 1
+    out = np.zeros((x.shape[0], out_h, out_w, filters))
+    for i in range(out_h):
+        for j in range(out_w):
+            patch = xp[:, i * stride : i * stride + kh, j * stride : j * stride + kw, :]
+            out[:, i, j, :] = np.tensordot(patch, w, axes=([1, 2, 3], [0, 1, 2])) + b
+    return out
+
+
+def np_conv2d_grads(x, w, stride, padding, upstream):
+    """Gradients of sum(upstream * conv(x)) with respect to x, w and b."""
+    kh, kw, _, _ = w.shape
+    xp = np_pad(x, (kh, kw), stride, padding)
+    dxp, dw = np.zeros_like(xp), np.zeros_like(w)
+    for i in range(upstream.shape[1]):
+        for j in range(upstream.shape[2]):
+            sl = (
+                slice(None),
+                slice(i * stride, i * stride + kh),
+                slice(j * stride, j * stride + kw),
+            )
+            g = upstream[:, i, j, :]  # N, F
+            dw += np.tensordot(xp[sl], g, axes=([0], [0]))
+            dxp[sl] += np.tensordot(g, w, axes=([1], [3]))
+    top = (xp.shape[1] - x.shape[1]) // 2
+    left = (xp.shape[2] - x.shape[2]) // 2
+    dx = dxp[:, top : top + x.shape[1], left : left + x.shape[2], :]
+    return dx, dw, upstream.sum(axis=(0, 1, 2))
+
+
+def np_maxpool(x, size, stride):
+    """Max pooling (valid) and the mask of the arg-max positions that receive the gradient."""
+    out_h = (x.shape[1] - size) // stride + 1
+    out_w = (x.shape[2] - size) // stride + 1
+    out = np.zeros((x.shape[0], out_h, out_w, x.shape[3]))
+    mask = np.zeros_like(x)
+    for n in range(x.shape[0]):
+        for c in range(x.shape[3]):
+            for i in range(out_h):
+                for j in range(out_w):
+                    window = x[n, i * stride : i * stride + size, j * stride : j * stride + size, c]
+                    out[n, i, j, c] = window.max()
+                    a, b = np.unravel_index(window.argmax(), window.shape)
+                    mask[n, i * stride + a, j * stride + b, c] += 1
+    return out, mask
+
+
+@pytest.mark.parametrize(
+    ("stride", "padding"), [(1, "valid"), (2, "same"), (1, "same"), (2, "valid")]
+)
+def test_conv2d_matches_numpy_reference(stride, padding):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 9, 8, 3)).astype(np.float32)
+    layer = keras.layers.Conv2D(4, (3, 2), strides=stride, padding=padding)
+    layer.build(x.shape)
+    layer.bias.assign(rng.normal(size=4).astype(np.float32))
+    w, b = (keras.ops.convert_to_numpy(v) for v in (layer.kernel, layer.bias))
+
+    xt = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        y = layer(xt)
+        upstream = tf.constant(rng.normal(size=y.shape).astype(np.float32))
+        objective = tf.reduce_sum(y * upstream)
+    dx, dw, db = tape.gradient(objective, [xt, layer.kernel, layer.bias])
+
+    np.testing.assert_allclose(y.numpy(), np_conv2d(x, w, b, stride, padding), rtol=1e-4, atol=1e-4)
+    ref_dx, ref_dw, ref_db = np_conv2d_grads(x, w, stride, padding, upstream.numpy())
+    np.testing.assert_allclose(dx.numpy(), ref_dx, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dw.numpy(), ref_dw, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(db.numpy(), ref_db, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("size", "stride"), [(2, 2), (3, 2)])
+def test_maxpool_and_its_backward_mask_match_numpy(size, stride):
+    rng = np.random.default_rng(2)
+    x = rng.permutation(2 * 7 * 7 * 3).reshape(2, 7, 7, 3).astype(np.float32)  # no ties
+    xt = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        y = keras.layers.MaxPooling2D(size, strides=stride)(xt)
+        total = tf.reduce_sum(y)
+    grad = tape.gradient(total, xt).numpy()
+    ref, mask = np_maxpool(x, size, stride)
+    np.testing.assert_array_equal(y.numpy(), ref)
+    np.testing.assert_array_equal(grad, mask)
