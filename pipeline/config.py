@@ -109,12 +109,13 @@ class TrainConfig:
     momentum: float = 0.9
     schedule: str = "cosine"
     warmup_epochs: int = 0
-    label_smoothing: float = 0.0
     #: Stop after this many epochs without a better validation loss; 0 disables it.
     early_stopping_patience: int = 5
     seed: int = 42
     #: Compile the train step with XLA.
     jit_compile: bool = False
+    #: Make TensorFlow ops and the random augmentation inside tf.data repeatable run to run.
+    deterministic: bool = True
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
@@ -124,7 +125,6 @@ class TrainConfig:
         _check(0.0 < self.learning_rate < 10.0, "train.learning_rate", "must be in (0, 10)")
         _check(self.weight_decay >= 0.0, "train.weight_decay", "must be >= 0")
         _check(0 <= self.warmup_epochs < self.epochs, "train.warmup_epochs", "must be < epochs")
-        _check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
         _check(self.early_stopping_patience >= 0, "train.early_stopping_patience", "must be >= 0")
 
 

@@ -303,11 +303,13 @@ def train_model(
         callbacks.append(keras.callbacks.BackupAndRestore(ckpt / "backup", double_checkpoint=True))
 
         start = time.perf_counter()
+        # The tf.data pipeline already shuffles (seeded); fit's own shuffle does not apply.
         model.fit(
             train_ds,
             validation_data=val_ds,
             epochs=t.epochs,
             callbacks=callbacks,
+            shuffle=False,
             verbose=1 if sys.stdout.isatty() else 2,
         )
         wall = time.perf_counter() - start
@@ -360,6 +362,8 @@ def _result_from_run(run) -> RunResult:
 
 def train(config: Config) -> SweepResult:
     """Train every model of the sweep, tracked in MLflow; resume an interrupted identical sweep."""
+    if config.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
     splits = load_splits(config.data, config.train.seed)
     experiment_id = tracking.setup(config.tracking)
     client = tracking.client()

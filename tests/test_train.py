@@ -1,0 +1,236 @@
+"""End-to-end training on the quick profile with a real SQLite MLflow store on disk."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from pipeline import paths, tracking
+from pipeline.config import load_config
+from pipeline.evaluate import evaluate_uri
+from pipeline.selection import CHAMPION_ALIAS, promote
+from pipeline.train import train
+from tests.conftest import quick_overrides
+
+pytestmark = pytest.mark.slow
+PIPELINE = str(paths.PROJECT_ROOT / ".venv/bin/pipeline")
+
+RUN_ARTIFACTS = {
+    "confusion_matrix.png",
+    "confusion_matrix.csv",
+    "confusion_matrix_normalized.csv",
+    "per_class_report.csv",
+    "per_class_report.json",
+    "training_curves.png",
+    "misclassified.png",
+    "first_layer_filters.png",
+    "feature_maps.png",
+    "describe.txt",
+    "describe.csv",
+    "input_example.json",
+}
+
+
+def use_store(sweep):
+    tracking.setup(sweep["config"].tracking)
+    return MlflowClient()
+
+
+def children(client, sweep):
+    return client.search_runs(
+        [sweep["result"].experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{sweep['result'].parent_run_id}'",
+    )
+
+
+def test_sweep_creates_runs_params_and_per_epoch_metrics(sweep):
+    client = use_store(sweep)
+    runs = children(client, sweep)
+    assert sorted(r.data.tags["model"] for r in runs) == ["lenet", "vgg"]
+    epochs = sweep["config"].train.epochs
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        params = run.data.params
+        assert params["train.epochs"] == str(epochs)
+        assert params["data.dataset"] == "fashion_mnist"
+        assert params["data.size.train"] == "1800" and params["data.size.test"] == "500"
+        assert int(params["describe.params"]) == int(run.data.metrics["model_params"])
+        assert int(params["describe.macs_per_image"]) > 0
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
+                    "images_per_s"):  # fmt: skip
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+            assert sorted(steps) == list(range(epochs)), key
+        tags = run.data.tags
+        assert tags["device"].startswith(("CPU", "GPU"))
+        assert tags["version.tensorflow"] == "2.21.0"
+        assert len(tags["mlflow.source.git.commit"]) in (40, len("unknown"))
+
+
+def test_every_run_logs_its_artifacts_and_model(sweep):
+    client = use_store(sweep)
+    for run in children(client, sweep):
+        names = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert RUN_ARTIFACTS <= names, RUN_ARTIFACTS - names
+        info = mlflow.models.get_model_info(run.data.tags["model_uri"])
+        assert info.signature is not None
+        assert info.metadata["data_spec"]["input_shape"] == [28, 28, 1]
+
+
+def test_confusion_matrix_agrees_with_logged_accuracy(sweep, tmp_path):
+    client = use_store(sweep)
+    for run in children(client, sweep):
+        path = client.download_artifacts(run.info.run_id, "confusion_matrix.csv", str(tmp_path))
+        matrix = pd.read_csv(path, index_col=0).to_numpy()
+        assert matrix.shape == (10, 10)
+        assert matrix.sum() == 500  # the test-set size
+        accuracy = run.data.metrics["test_accuracy"]
+        assert np.trace(matrix) == round(accuracy * 500)
+        report = pd.read_csv(
+            client.download_artifacts(run.info.run_id, "per_class_report.csv", str(tmp_path))
+        )
+        assert list(report["support"]) == list(matrix.sum(axis=1))
+
+
+def test_parent_run_has_the_comparison_table(sweep, tmp_path):
+    client = use_store(sweep)
+    parent_id = sweep["result"].parent_run_id
+    names = {a.path for a in client.list_artifacts(parent_id)}
+    assert {"comparison.csv", "comparison.html"} <= names
+    table = pd.read_csv(client.download_artifacts(parent_id, "comparison.csv", str(tmp_path)))
+    assert sorted(table["model"]) == ["lenet", "vgg"]
+
+
+def test_champion_is_the_best_validation_run_and_is_registered(sweep):
+    client = use_store(sweep)
+    runs = children(client, sweep)
+    best = max(
+        runs, key=lambda r: (r.data.metrics["best_val_accuracy"], -r.data.metrics["model_params"])
+    )
+    promotion = sweep["promotion"]
+    assert promotion.run_id == best.info.run_id
+    name = sweep["config"].tracking.registered_model
+    version = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+    assert str(version.version) == promotion.version
+    assert version.run_id == best.info.run_id
+    assert float(version.tags["test_accuracy"]) == pytest.approx(
+        best.data.metrics["test_accuracy"], abs=1e-4
+    )
+    # Promoting the same sweep again keeps the same version instead of adding one.
+    assert promote(sweep["config"].tracking, sweep["result"].parent_run_id).version == (
+        promotion.version
+    )
+    assert len(client.search_model_versions(f"name = '{name}'")) == 1
+
+
+def test_evaluate_recomputes_the_logged_metrics(sweep):
+    use_store(sweep)
+    name = sweep["config"].tracking.registered_model
+    result, spec = evaluate_uri(f"models:/{name}@{CHAMPION_ALIAS}")
+    run = MlflowClient().get_run(sweep["promotion"].run_id)
+    assert result.accuracy == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-9)
+    assert result.confusion.sum() == 500
+    assert spec["class_names"][0] == "T-shirt/top"
+
+
+def test_bento_model_predicts_like_the_keras_model(sweep, test_images):
+    import bentoml
+    import keras
+
+    use_store(sweep)
+    promotion = sweep["promotion"]
+    bento = bentoml.models.get(promotion.bento_tag)
+    assert bento.info.labels["run_id"] == promotion.run_id
+    assert bento.info.labels["dataset"] == "fashion_mnist"
+    meta = bento.info.metadata
+    assert meta["input_shape"] == [28, 28, 1] and len(meta["class_names"]) == 10
+    assert len(meta["mean"]) == 1 and meta["test_accuracy"] == promotion.test_accuracy
+    served = keras.saving.load_model(bento.path_of("model.keras"), safe_mode=True)
+    logged = mlflow.keras.load_model(MlflowClient().get_run(promotion.run_id).data.tags["model_uri"])
+    x = test_images[0].astype(np.float32)
+    np.testing.assert_allclose(served.predict(x, verbose=0), logged.predict(x, verbose=0), atol=1e-6)
+
+
+def test_cli_predict_prints_top3(sweep, test_images, tmp_path):
+    files = []
+    for i in range(2):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(test_images[0][i, ..., 0]).save(path)
+        files.append(str(path))
+    store_uri = sweep["config"].tracking.tracking_uri
+    env_config = tmp_path / "c.yaml"
+    env_config.write_text(f"tracking: {{tracking_uri: '{store_uri}'}}\n")
+    proc = subprocess.run(
+        [PIPELINE, "predict", *files, "--config", str(env_config)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(str(tmp_path))]
+    assert len(lines) == 2 and all(line.count(",") == 2 for line in lines)
+
+
+def test_same_seed_gives_the_same_first_epoch(tmp_path):
+    def first_epoch(store):
+        config = load_config(
+            paths.CONFIG_DIR / "quick.yaml",
+            quick_overrides(store, "models=[lenet]", "train.epochs=1", "data.train_limit=1000",
+                            "tracking.promote=false"),
+        )  # fmt: skip
+        result = train(config)
+        run_id = result.runs[0].run_id
+        return {k: tracking.metric_history(run_id, k)[0] for k in ("loss", "val_loss", "accuracy")}
+
+    assert first_epoch(tmp_path / "a") == first_epoch(tmp_path / "b")
+
+
+def test_killed_training_resumes_and_logs_each_epoch_once(tmp_path):
+    epochs = 5
+    args = [
+        PIPELINE, "train", "--config", str(paths.CONFIG_DIR / "quick.yaml"),
+        *quick_overrides(tmp_path, "models=[lenet]", f"train.epochs={epochs}",
+                         "data.train_limit=12000", "tracking.promote=false"),
+    ]  # fmt: skip
+    log = open(tmp_path / "first.log", "w")  # noqa: SIM115
+    first = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    done_epochs = 0
+    while time.time() < deadline and first.poll() is None:
+        for meta in (tmp_path / "checkpoints").glob("*/backup/training_metadata.json"):
+            try:
+                done_epochs = json.loads(meta.read_text())["epoch"]
+            except (ValueError, OSError):
+                continue
+        if done_epochs >= 1:
+            break
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    log.close()
+    assert 1 <= done_epochs < epochs, (tmp_path / "first.log").read_text()[-2000:]
+
+    second = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming run" in second.stdout
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("cnn-zoo-quick")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    models = [r for r in runs if r.data.tags.get("model") == "lenet"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(models) == 1 and models[0].info.status == "FINISHED"
+    assert int(models[0].data.tags["resumed_from_epoch"]) >= 1
+    for key in ("loss", "val_loss", "val_accuracy"):
+        steps = [m.step for m in client.get_metric_history(models[0].info.run_id, key)]
+        assert sorted(steps) == list(range(epochs)), (key, steps)
+    assert not list((tmp_path / "checkpoints").glob("*"))  # cleaned up once finished
+
