@@ -21,6 +21,7 @@ from serving import settings as settings_module
 from serving.auth import RequestGuard
 
 SETTINGS = settings_module.load()
+MODEL_CALL_ATTEMPTS = 3
 # TensorFlow takes GPU memory as it needs it instead of all of it at start-up.
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -149,9 +150,28 @@ class Classifier:
         except ImageDecodeError as exc:
             raise RequestError(f"{name}: {exc}", HTTPStatus(exc.status)) from None
 
+    async def _predict(self, pixels: np.ndarray) -> np.ndarray:
+        """Ask the model worker, retrying a connection it had already closed.
+
+        BentoML 1.4's internal client keeps connections alive longer than the worker's server
+        does (bentoml/BentoML#4971), so a pooled connection can be dead on reuse. The request
+        then never reached the model, which makes sending it again safe.
+        """
+        import aiohttp
+
+        for attempt in range(1, MODEL_CALL_ATTEMPTS + 1):
+            try:
+                return np.asarray(await self.runner.to_async.predict(pixels))
+            except aiohttp.ClientConnectionError:
+                if attempt == MODEL_CALL_ATTEMPTS:
+                    raise RequestError(
+                        "the model worker is unreachable; try again",
+                        HTTPStatus.SERVICE_UNAVAILABLE,
+                    ) from None
+        raise AssertionError("unreachable")
+
     async def _top_k(self, pixels: np.ndarray, sources: list[str], k: int) -> list[ImagePrediction]:
-        probs = await self.runner.to_async.predict(pixels)
-        probs = np.asarray(probs)
+        probs = await self._predict(pixels)
         results = []
         for source, p in zip(sources, probs, strict=True):
             order = np.argsort(-p)[:k]

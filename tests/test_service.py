@@ -1,0 +1,309 @@
+"""The BentoML service: a real `bentoml serve` of the built bento on 127.0.0.1, real HTTP."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from pipeline import paths
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+BENTOML = str(paths.PROJECT_ROOT / ".venv/bin/bentoml")
+TOKEN = "test-token-4f1c"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+
+
+def png(array: np.ndarray, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def build_bento(bentofile: str, env: dict[str, str]) -> tuple[str, Path]:
+    proc = subprocess.run(
+        [BENTOML, "build", "-f", bentofile, "--output", "tag"],
+        cwd=paths.PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tag = proc.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    name, version = tag.split(":")
+    return tag, Path(os.environ["BENTOML_HOME"]) / "bentos" / name / version
+
+
+@pytest.fixture(scope="session")
+def bento(sweep):
+    """The CPU bento built from bentofile.yaml with the champion in the test BentoML store."""
+    return build_bento("bentofile.yaml", dict(os.environ))
+
+
+@pytest.fixture(scope="session")
+def server(bento, session_dir):
+    """`bentoml serve TAG` in its own process group, with auth on; stopped by pid at the end."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "SERVING_API_TOKEN": TOKEN,
+        "SERVING_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
+        "SERVING_MAX_PIXELS": "4000000",
+    }
+    log = open(session_dir / "serve.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [BENTOML, "serve", bento[0], "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("server did not start:\n" + (session_dir / "serve.log").read_text()[-4000:])
+        time.sleep(1)
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    with httpx.Client(base_url=server, headers=AUTH, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def local_probs(sweep, test_images):
+    """What the champion itself says about the test images, outside the service."""
+    import bentoml
+    import keras
+
+    model = keras.saving.load_model(
+        bentoml.models.get(sweep["promotion"].bento_tag).path_of("model.keras"), safe_mode=True
+    )
+    logits = model.predict(test_images[0].astype(np.float32), verbose=0)
+    return np.asarray(keras.ops.softmax(logits, axis=-1))
+
+
+def assert_matches(result: list[dict], probs: np.ndarray, class_names: list[str], k: int):
+    assert len(result) == len(probs)
+    for item, p in zip(result, probs, strict=True):
+        order = np.argsort(-p)[:k]
+        assert [t["label"] for t in item["top"]] == [class_names[i] for i in order]
+        np.testing.assert_allclose([t["probability"] for t in item["top"]], p[order], atol=1e-5)
+
+
+# --- happy paths ---------------------------------------------------------------------------------
+
+
+def test_health_and_docs_are_open(server):
+    for path in ("/healthz", "/readyz", "/livez", "/metrics", "/docs.json"):
+        assert httpx.get(server + path, timeout=10).status_code == 200, path
+
+
+def test_metadata_names_the_champion(client, sweep):
+    info = client.post("/metadata").json()
+    assert info["run_id"] == sweep["promotion"].run_id
+    assert info["architecture"] == sweep["promotion"].model
+    assert info["input_shape"] == [28, 28, 1]
+    assert info["class_names"][9] == "Ankle boot"
+    assert info["test_accuracy"] == pytest.approx(sweep["promotion"].test_accuracy)
+
+
+def test_classify_files_equals_the_local_model(client, test_images, local_probs):
+    images, _ = test_images
+    files = [("images", (f"{i}.png", png(images[i, ..., 0]), "image/png")) for i in range(8)]
+    response = client.post("/classify", files=files, data={"k": "4"})
+    assert response.status_code == 200, response.text
+    names = client.post("/metadata").json()["class_names"]
+    assert_matches(response.json(), local_probs[:8], names, k=4)
+
+
+def test_classify_with_bentoml_client(server, test_images, local_probs, tmp_path):
+    import bentoml
+
+    images, _ = test_images
+    paths_ = []
+    for i in range(3):
+        paths_.append(tmp_path / f"{i}.png")
+        paths_[-1].write_bytes(png(images[i, ..., 0]))
+    with bentoml.SyncHTTPClient(server, token=TOKEN) as bento_client:
+        result = bento_client.classify(images=paths_, k=2)
+        names = bento_client.metadata()["class_names"]
+    assert_matches(result, local_probs[:3], names, k=2)
+
+
+def test_raw_body_and_rgb_jpeg(client, test_images, local_probs):
+    images, _ = test_images
+    response = client.post(
+        "/classify_image", content=png(images[0, ..., 0]), headers={"Content-Type": "image/png"}
+    )
+    assert response.status_code == 200, response.text
+    names = client.post("/metadata").json()["class_names"]
+    assert_matches(response.json(), local_probs[:1], names, k=3)
+    rgb = np.repeat(images[1], 3, axis=-1)
+    big = np.asarray(Image.fromarray(rgb).resize((280, 280), Image.Resampling.NEAREST))
+    jpeg = client.post("/classify_image", content=png(big, "JPEG"),
+                       headers={"Content-Type": "image/jpeg"})  # fmt: skip
+    assert jpeg.status_code == 200
+    assert jpeg.json()[0]["top"][0]["label"] == names[int(local_probs[1].argmax())]
+
+
+def test_classify_array_equals_the_local_model(client, test_images, local_probs):
+    images, _ = test_images
+    response = client.post("/classify_array", json={"pixels": images[:5].tolist(), "k": 1})
+    assert response.status_code == 200, response.text
+    names = client.post("/metadata").json()["class_names"]
+    assert_matches(response.json(), local_probs[:5], names, k=1)
+    squeezed = client.post("/classify_array", json={"pixels": images[:2, ..., 0].tolist()})
+    assert squeezed.status_code == 200
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+
+def _bad_requests(images: np.ndarray) -> list[tuple[str, dict, int, str]]:
+    good = png(images[0, ..., 0])
+    bomb = png(np.zeros((2500, 2500), dtype=np.uint8))  # 6.25 Mpx > the 4 Mpx limit
+    gif = png(images[0, ..., 0], "GIF")
+    one = lambda data, name="a.png": {"files": [("images", (name, data, "image/png"))]}  # noqa: E731
+    return [
+        ("/classify", one(b"this is not an image"), 415, "not an image"),
+        ("/classify", one(good[:150]), 400, "corrupt or truncated PNG"),
+        ("/classify", one(b""), 400, "empty"),
+        ("/classify", one(gif, "a.gif"), 415, "unsupported image format GIF"),
+        ("/classify", one(bomb), 413, "more than the limit of 4000000"),
+        ("/classify", {"files": [("images", (f"{i}.png", good, "image/png")) for i in range(65)]},
+         413, "65 images in one request; the limit is 64"),
+        ("/classify", {"data": {"k": "3"}}, 400, "Field required"),
+        ("/classify", {**one(good), "data": {"k": "0"}}, 422, "k must be between 1 and 10"),
+        ("/classify", {**one(good), "data": {"k": "11"}}, 422, "k must be between 1 and 10"),
+        ("/classify_image", {"content": b"\x00\x01", "headers": {"Content-Type": "image/png"}},
+         415, "not an image"),
+        ("/classify_image", {"content": b"x" * (MAX_REQUEST_BYTES + 1),
+                             "headers": {"Content-Type": "image/png"}}, 413, "exceeds"),
+        ("/classify_array", {"json": {"pixels": [[1, 2], [3]]}}, 422, "rectangular"),
+        ("/classify_array", {"json": {"pixels": np.zeros((2, 32, 32, 3)).tolist()}}, 422,
+         "must have shape N x 28 x 28 x 1, got 2 x 32 x 32 x 3"),
+        ("/classify_array", {"json": {"pixels": np.full((1, 28, 28, 1), 300).tolist()}}, 422,
+         "in [0, 255]"),
+        ("/classify_array", {"content": b'{"pixels": [[[NaN]]]}',
+                             "headers": {"Content-Type": "application/json"}}, None, ""),
+        ("/classify_array", {"json": {"pixels": []}}, 422, "must have shape"),
+        ("/classify_array", {"json": {"wrong": 1}}, 400, "Field required"),
+    ]  # fmt: skip
+
+
+def test_bad_inputs_get_4xx_with_a_reason_and_the_server_keeps_serving(client, test_images):
+    images, _ = test_images
+    good = {"files": [("images", ("ok.png", png(images[0, ..., 0]), "image/png"))]}
+    for route, kwargs, status, message in _bad_requests(images):
+        response = client.post(route, **kwargs)
+        if status is None:  # NaN in JSON: refused as invalid, the exact code is the parser's
+            assert 400 <= response.status_code < 500, (route, response.status_code)
+        else:
+            assert response.status_code == status, (route, message, response.text[:300])
+            body = response.json()
+            text = str(body)
+            assert message in text, (route, text[:300])
+        assert client.post("/classify", **good).status_code == 200
+
+
+def test_token_is_required(server):
+    files = {"images": ("a.png", b"x", "image/png")}
+    assert httpx.post(f"{server}/classify", files=files).status_code == 401
+    wrong = httpx.post(f"{server}/classify", files=files, headers={"Authorization": "Bearer no"})
+    assert wrong.status_code == 401
+    assert "bearer token" in wrong.text
+
+
+# --- batching and load ---------------------------------------------------------------------------
+
+
+def _batch_histogram(server: str) -> tuple[float, float]:
+    """(batches observed, batches of one request) summed over workers of the model service."""
+    text = httpx.get(f"{server}/metrics", timeout=10).text
+    count = sum(float(v) for v in re.findall(
+        r'^bentoml_service_adaptive_batch_size_count\{[^}]*method_name="predict"[^}]*\} (\S+)',
+        text, re.M))  # fmt: skip
+    ones = sum(float(v) for v in re.findall(
+        r'^bentoml_service_adaptive_batch_size_bucket\{[^}]*le="1.0"[^}]*method_name="predict"'
+        r'[^}]*\} (\S+)|^bentoml_service_adaptive_batch_size_bucket\{[^}]*method_name="predict"'
+        r'[^}]*le="1.0"[^}]*\} (\S+)', text, re.M) for v in v if v)  # fmt: skip
+    return count, ones
+
+
+def test_concurrent_requests_are_batched_and_a_burst_gets_no_5xx(server, test_images):
+    images, _ = test_images
+    bodies = [png(images[i, ..., 0]) for i in range(16)]
+    before_count, before_ones = _batch_histogram(server)
+    statuses: list[int] = []
+    stop_at = time.time() + 10
+
+    def worker(i: int) -> list[int]:
+        seen = []
+        with httpx.Client(base_url=server, headers=AUTH, timeout=60) as c:
+            while time.time() < stop_at:
+                files = [("images", ("a.png", bodies[i % 16], "image/png"))]
+                seen.append(c.post("/classify", files=files).status_code)
+        return seen
+
+    with concurrent.futures.ThreadPoolExecutor(64) as pool:
+        for seen in pool.map(worker, range(64)):
+            statuses.extend(seen)
+    count, ones = _batch_histogram(server)
+    assert len(statuses) >= 64
+    assert not [s for s in statuses if s >= 500], sorted(set(statuses))
+    assert set(statuses) == {200}
+    batches, single = count - before_count, ones - before_ones
+    assert batches > 0
+    assert batches - single > 0, "no batch merged more than one request"
+    assert batches < len(statuses)  # fewer model calls than requests
+
+
+def test_bento_and_dockerfile(bento):
+    _, path = bento
+    dockerfile = (path / "env" / "docker" / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim" in dockerfile
+    assert "EXPOSE 3000" in dockerfile
+    assert "ENTRYPOINT" in dockerfile and "entrypoint.sh" in dockerfile
+    requirements = (path / "env" / "python" / "requirements.txt").read_text()
+    assert "tensorflow==2.21.0" in requirements and "keras==3.15.1" in requirements
+    for source in ("serving/service.py", "pipeline/preprocess.py"):
+        assert (path / "src" / source).is_file()
+    assert not (path / "src" / "pipeline" / "train.py").exists()  # serving ships no training code
+    manifest = yaml.safe_load((path / "bento.yaml").read_text())
+    services = {s["name"]: s for s in manifest["services"]}
+    assert services["cnn_model"]["models"][0]["tag"].startswith("cnn-classifier:")
+
+
+def test_gpu_bento_uses_cuda_and_asks_for_a_gpu(sweep):
+    _, path = build_bento("bentofile.gpu.yaml", {**os.environ, "SERVING_GPU": "1"})
+    dockerfile = (path / "env" / "docker" / "Dockerfile").read_text()
+    assert re.search(r"^FROM nvidia/cuda:12\.6\.3-cudnn-runtime", dockerfile, re.M)
+    requirements = (path / "env" / "python" / "requirements.txt").read_text()
+    assert "tensorflow==2.21.0" in requirements and "nvidia-cudnn-cu12" in requirements
+    manifest = yaml.safe_load((path / "bento.yaml").read_text())
+    services = {s["name"]: s for s in manifest["services"]}
+    assert services["cnn_model"]["config"]["resources"] == {"gpu": 1}
+    assert {"name": "SERVING_GPU", "value": "1", "stage": "all"} in manifest["envs"]
