@@ -84,7 +84,7 @@ class ModelRunner:
             self.model.predict_on_batch(np.zeros((batch, *shape), dtype=np.float32))
 
     @bentoml.api(
-        batchable=True,
+        batchable=SETTINGS.batching,
         batch_dim=0,
         max_batch_size=SETTINGS.max_batch_size,
         max_latency_ms=SETTINGS.max_latency_ms,

@@ -32,6 +32,8 @@ class Settings:
     #: Adaptive batching: the largest batch, and the latency budget the dispatcher plans for.
     max_batch_size: int
     max_latency_ms: int
+    #: Merge concurrent requests into one model call (off only to measure what it buys).
+    batching: bool
     front_workers: int
 
 
@@ -51,5 +53,6 @@ def load() -> Settings:
         # queueing exceeds the budget); 1000 ms batched ~32 per call with no errors.
         max_batch_size=_int("SERVING_MAX_BATCH_SIZE", 256),
         max_latency_ms=_int("SERVING_MAX_LATENCY_MS", 1000),
+        batching=os.environ.get("SERVING_BATCHING", "1") != "0",
         front_workers=_int("SERVING_WORKERS", 1),
     )

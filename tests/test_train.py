@@ -235,3 +235,51 @@ def test_killed_training_resumes_and_logs_each_epoch_once(tmp_path):
         steps = [m.step for m in client.get_metric_history(models[0].info.run_id, key)]
         assert sorted(steps) == list(range(epochs)), (key, steps)
     assert not list((tmp_path / "checkpoints").glob("*"))  # cleaned up once finished
+
+
+def test_a_tracking_server_works_by_configuration_alone(tmp_path):
+    """`mlflow server` on 127.0.0.1 with proxied artifacts: train, log and promote through it."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    artifacts = tmp_path / "server-artifacts"
+    server = subprocess.Popen(
+        [str(paths.PROJECT_ROOT / ".venv/bin/mlflow"), "server", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+         "--artifacts-destination", str(artifacts)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        deadline = time.time() + 180
+        while True:
+            try:
+                if httpx.get(f"{uri}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None and time.time() < deadline, "mlflow server did not start"
+            time.sleep(1)
+        config = load_config(
+            paths.CONFIG_DIR / "quick.yaml",
+            [f"tracking.tracking_uri={uri}", f"tracking.checkpoint_dir={tmp_path}/ckpt",
+             "models=[lenet]", "train.epochs=1", "data.train_limit=500", "data.test_limit=100"],
+        )  # fmt: skip
+        result = train(config)
+        promotion = promote(config.tracking, result.parent_run_id)
+        client = MlflowClient(uri)
+        run = client.get_run(result.runs[0].run_id)
+        assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics
+        version = client.get_model_version_by_alias("cnn-classifier", CHAMPION_ALIAS)
+        assert str(version.version) == promotion.version
+        # Artifacts went through the server into its own artifact store, not a local folder.
+        assert list(artifacts.rglob("confusion_matrix.png"))
+        assert not (tmp_path / "mlartifacts").exists()
+    finally:
+        import os
+
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
