@@ -1,0 +1,1 @@
+"""Benchmarks: training throughput, serving throughput and latency, memory (`make bench`)."""

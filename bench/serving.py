@@ -1,0 +1,191 @@
+"""Serving throughput and latency under wrk (a load generator that costs the server little CPU).
+
+Starts `bentoml serve` on 127.0.0.1 with the champion from the BentoML store, batched and
+unbatched, and drives the no-op endpoint (the HTTP ceiling), classify with 1 image and with
+64 images per request, at several concurrencies.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from PIL import Image
+
+from pipeline import paths
+
+CONCURRENCY = (1, 8, 32, 64)
+DURATION_S = 5
+REPEATS = 3
+
+WRK_SCRIPT = r"""
+local f = io.open(os.getenv("BENCH_BODY"), "rb")
+wrk.body = f:read("*all")
+f:close()
+wrk.method = "POST"
+wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE")
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK {"requests": %d, "duration_us": %d, "p50_us": %d, "p95_us": %d, "p99_us": %d, ' ..
+    '"non_2xx": %d, "socket_errors": %d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(95),
+    latency:percentile(99), e.status, e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _multipart(images: list[bytes]) -> tuple[bytes, str]:
+    boundary = "benchboundary7f3a"
+    parts = [
+        (f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="{i}.png"\r\n'
+         "Content-Type: image/png\r\n\r\n").encode() + data + b"\r\n"
+        for i, data in enumerate(images)
+    ]  # fmt: skip
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), (
+        f"multipart/form-data; boundary={boundary}"
+    )
+
+
+def _pngs(count: int) -> list[bytes]:
+    from pipeline.data import load_fashion_mnist
+
+    x = load_fashion_mnist().x_test[:count, ..., 0]
+    out = []
+    for img in x:
+        buffer = io.BytesIO()
+        Image.fromarray(img).save(buffer, format="PNG")
+        out.append(buffer.getvalue())
+    return out
+
+
+def _peak_rss_mib(root_pid: int) -> dict[str, float]:
+    """VmHWM (peak RSS) of every process under the server, keyed by its role."""
+    import psutil
+
+    peaks: dict[str, float] = {}
+    for proc in psutil.Process(root_pid).children(recursive=True):
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            cmd = " ".join(proc.cmdline())
+        except (OSError, psutil.Error):
+            continue
+        hwm = next((ln for ln in status.splitlines() if ln.startswith("VmHWM")), None)
+        if hwm is None:
+            continue
+        role = (
+            "model worker"
+            if "cnn_model" in cmd
+            else ("front worker" if "worker" in cmd or "service" in cmd else "other")
+        )
+        peaks[role] = max(peaks.get(role, 0.0), int(hwm.split()[1]) / 1024)
+    return peaks
+
+
+class Server:
+    def __init__(self, batching: bool) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "SERVING_BATCHING": "1" if batching else "0",
+               "BENTOML_DO_NOT_TRACK": "True", "TF_CPP_MIN_LOG_LEVEL": "3"}  # fmt: skip
+        env.pop("SERVING_API_TOKEN", None)
+        self.log = tempfile.NamedTemporaryFile("w", suffix=".log", delete=False)  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [str(paths.PROJECT_ROOT / ".venv/bin/bentoml"), "serve",
+             "serving.service:Classifier", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=paths.PROJECT_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        deadline = time.time() + 240
+        while True:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.stop()
+                raise RuntimeError(f"server did not start; see {self.log.name}")
+            time.sleep(1)
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def _wrk(url: str, body: Path, content_type: str, concurrency: int, script: Path) -> dict:
+    threads = 1 if concurrency == 1 else 2
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{DURATION_S}s", "--timeout", "30s",
+         "-s", str(script), url],
+        env={**os.environ, "BENCH_BODY": str(body), "BENCH_CONTENT_TYPE": content_type},
+        capture_output=True, text=True, timeout=DURATION_S + 60, check=True,
+    ).stdout  # fmt: skip
+    line = next(ln for ln in out.splitlines() if ln.startswith("WRK "))
+    return json.loads(line[4:])
+
+
+def run() -> dict:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    script = work / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    pngs = _pngs(64)
+    bodies = {}
+    for name, images in (("classify x1", pngs[:1]), ("classify x64", pngs)):
+        data, content_type = _multipart(images)
+        (work / name.replace(" ", "_")).write_bytes(data)
+        bodies[name] = (work / name.replace(" ", "_"), content_type, len(images), "/classify")
+    (work / "noop").write_bytes(b"{}")
+    bodies["no-op"] = (work / "noop", "application/json", 0, "/noop")
+
+    rows, memory = [], {}
+    for batching in (True, False):
+        server = Server(batching)
+        try:
+            for name, (body, content_type, images, route) in bodies.items():
+                if name == "no-op" and not batching:
+                    continue  # the same endpoint either way
+                for concurrency in CONCURRENCY:
+                    runs = [
+                        _wrk(server.url + route, body, content_type, concurrency, script)
+                        for _ in range(REPEATS)
+                    ]
+                    rps = statistics.median(r["requests"] / (r["duration_us"] / 1e6) for r in runs)
+                    rows.append({
+                        "path": "batched" if batching else "unbatched",
+                        "endpoint": name,
+                        "concurrency": concurrency,
+                        "requests_per_s": rps,
+                        "images_per_s": rps * images,
+                        "p50_ms": statistics.median(r["p50_us"] for r in runs) / 1000,
+                        "p95_ms": statistics.median(r["p95_us"] for r in runs) / 1000,
+                        "p99_ms": statistics.median(r["p99_us"] for r in runs) / 1000,
+                        "errors": sum(r["non_2xx"] + r["socket_errors"] for r in runs),
+                        "requests": sum(r["requests"] for r in runs),
+                    })  # fmt: skip
+                    print(json.dumps(rows[-1]), flush=True)
+            memory["batched" if batching else "unbatched"] = _peak_rss_mib(server.proc.pid)
+        finally:
+            server.stop()
+    return {"rows": rows, "memory": memory}
