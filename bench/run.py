@@ -24,17 +24,18 @@ MODELS = ("lenet", "vgg", "nin", "alexnet", "googlenet")
 TRAIN_FLOPS_PER_MAC = 6
 
 
+def _measure(*args: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.training", *args],
+        capture_output=True, text=True, cwd=paths.PROJECT_ROOT, timeout=1800, check=True,
+    )  # fmt: skip
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH "))
+    print(line, flush=True)
+    return json.loads(line[6:])
+
+
 def training_rows() -> list[dict]:
-    rows = []
-    for name in MODELS:
-        proc = subprocess.run(
-            [sys.executable, "-m", "bench.training", name],
-            capture_output=True, text=True, cwd=paths.PROJECT_ROOT, timeout=1800, check=True,
-        )  # fmt: skip
-        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH "))
-        rows.append(json.loads(line[6:]))
-        print(line, flush=True)
-    return rows
+    return [{**_measure(name), **_measure(name, "--deterministic")} for name in MODELS]
 
 
 def _champion() -> str:
@@ -50,10 +51,12 @@ def render(machine: dict, peak: float, train: list[dict], serve: dict, champion:
     t["pipeline / baseline"] = t["pipeline_no_augment"] / t["baseline_numpy_fit"]
     t["XLA / pipeline"] = t["pipeline_no_augment_xla"] / t["pipeline_no_augment"]
     t["augment / pipeline"] = t["pipeline_augment"] / t["pipeline_no_augment"]
+    t["deterministic / augment"] = t["pipeline_augment_deterministic"] / t["pipeline_augment"]
     t["GFLOP/s"] = TRAIN_FLOPS_PER_MAC * t["macs_per_image"] * t["pipeline_no_augment"] / 1e9
     t["share of peak"] = t["GFLOP/s"] / peak
     train_table = t[["model", "macs_per_image", "baseline_numpy_fit", "pipeline_no_augment",
-                     "pipeline / baseline", "XLA / pipeline", "augment / pipeline", "GFLOP/s",
+                     "pipeline / baseline", "XLA / pipeline", "augment / pipeline",
+                     "deterministic / augment", "GFLOP/s",
                      "share of peak", "peak_rss_mib"]]  # fmt: skip
 
     s = pd.DataFrame(serve["rows"])
@@ -84,7 +87,11 @@ Medians of {3} timed epochs after one warm-up epoch, each model in its own proce
 is the last column). `baseline_numpy_fit` is the same Keras model trained with `model.fit` on
 in-memory NumPy arrays; `pipeline_no_augment` is the project's `tf.data` loop (cache, shuffle,
 batch, prefetch) without augmentation, so the two do the same work. The ratios compare runs
-made side by side. GFLOP/s counts {TRAIN_FLOPS_PER_MAC} FLOPs per multiply-accumulate per image
+made side by side; `deterministic / augment` is the loop exactly as `make train` runs it (TF
+op determinism on, for same-seed reproducibility) over the same loop without determinism,
+measured in a separate process. GFLOP/s counts {
+        TRAIN_FLOPS_PER_MAC
+    } FLOPs per multiply-accumulate per image
 (forward and backward) for the project loop.
 
 {fmt(train_table)}

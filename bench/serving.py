@@ -12,16 +12,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 from PIL import Image
 
+from bench.processes import free_port, wait_until_ready
 from pipeline import paths
 
 CONCURRENCY = (1, 8, 32, 64)
@@ -43,12 +41,6 @@ done = function(summary, latency, requests)
     latency:percentile(99), e.status, e.connect + e.read + e.write + e.timeout))
 end
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _multipart(images: list[bytes]) -> tuple[bytes, str]:
@@ -100,7 +92,7 @@ def _peak_rss_mib(root_pid: int) -> dict[str, float]:
 
 class Server:
     def __init__(self, batching: bool) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "SERVING_BATCHING": "1" if batching else "0",
                "BENTOML_DO_NOT_TRACK": "True", "TF_CPP_MIN_LOG_LEVEL": "3"}  # fmt: skip
@@ -112,17 +104,9 @@ class Server:
             cwd=paths.PROJECT_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
-        deadline = time.time() + 240
-        while True:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.time() > deadline:
-                self.stop()
-                raise RuntimeError(f"server did not start; see {self.log.name}")
-            time.sleep(1)
+        if not wait_until_ready(f"{self.url}/readyz", self.proc, timeout_s=240):
+            self.stop()
+            raise RuntimeError(f"server did not start; see {self.log.name}")
 
     def stop(self) -> None:
         try:

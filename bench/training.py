@@ -1,7 +1,9 @@
 """Training throughput of one model: the project's tf.data loop vs plain `fit` on NumPy arrays.
 
 Run as `python -m bench.training MODEL` so each model is measured in a fresh process, whose
-peak RSS is then the model's training memory. Prints one JSON line.
+peak RSS is then the model's training memory. `--deterministic` measures only the loop as
+`make train` runs it (augmentation on, TF op determinism on), in its own process because
+determinism is process-wide. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -62,7 +64,11 @@ def _images_per_s(fit, images: int) -> float:
     return images / statistics.median(timer.seconds[1:])
 
 
-def measure(name: str) -> dict:
+def measure(name: str, deterministic: bool = False) -> dict:
+    if deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     raw = load_fashion_mnist()
     splits = make_splits(raw, DataConfig(train_limit=20000), seed=0)
     n = BATCHES[name] * BATCH
@@ -80,6 +86,9 @@ def measure(name: str) -> dict:
         xf = x.astype(np.float32)
         model.fit(xf, y, batch_size=BATCH, epochs=epochs, callbacks=[cb], verbose=0)
 
+    if deterministic:
+        return {"model": name, "pipeline_augment_deterministic": _images_per_s(
+            project(True, False), n)}  # fmt: skip
     macs = totals(describe(_compiled(name, splits.spec, False)))["macs_per_image"]
     result = {
         "model": name,
@@ -95,4 +104,4 @@ def measure(name: str) -> dict:
 
 
 if __name__ == "__main__":
-    print("BENCH " + json.dumps(measure(sys.argv[1])), flush=True)
+    print("BENCH " + json.dumps(measure(sys.argv[1], "--deterministic" in sys.argv)), flush=True)

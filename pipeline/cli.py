@@ -89,11 +89,10 @@ def describe(
     from pipeline.models import build_model
 
     if input_shape:
-        try:
-            shape = tuple(int(v) for v in input_shape.split(","))
-            assert len(shape) == 3 and min(shape) > 0
-        except (ValueError, AssertionError):
-            raise PipelineError(f"--input-shape must be H,W,C, got {input_shape!r}") from None
+        parts = input_shape.split(",")
+        if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+            raise PipelineError(f"--input-shape must be H,W,C, got {input_shape!r}")
+        shape = tuple(int(p) for p in parts)
         n = classes or 10
     elif dataset in KNOWN_SHAPES:
         shape, n = KNOWN_SHAPES[dataset]

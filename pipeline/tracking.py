@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from urllib.parse import urlparse
 
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -23,11 +22,15 @@ def tracking_uri(config: TrackingConfig) -> str:
     )
 
 
-def _local_artifact_root(uri: str) -> str | None:
-    """Artifacts of a SQLite store go beside its file, not in the current directory."""
+def local_artifact_root(uri: str) -> str | None:
+    """Artifacts of a SQLite store go beside its file, not in the current directory.
+
+    `sqlite:///rel.db` is relative and `sqlite:////abs/path.db` absolute; the path is taken
+    literally (a URL parser would read the first folder of an absolute path as a host name).
+    """
     if not uri.startswith("sqlite:///"):
         return None  # a tracking server decides where artifacts go
-    db = Path(urlparse(uri).path)
+    db = Path(uri.removeprefix("sqlite:///")).resolve()
     return (db.parent / "mlartifacts").as_uri()
 
 
@@ -39,7 +42,7 @@ def setup(config: TrackingConfig) -> str:
     experiment = mlflow.get_experiment_by_name(config.experiment)
     if experiment is not None:
         return experiment.experiment_id
-    return mlflow.create_experiment(config.experiment, artifact_location=_local_artifact_root(uri))
+    return mlflow.create_experiment(config.experiment, artifact_location=local_artifact_root(uri))
 
 
 def client() -> MlflowClient:

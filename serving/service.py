@@ -40,8 +40,8 @@ class Label(BaseModel):
 
 
 class ImagePrediction(BaseModel):
-    #: The file name as sent (or the array index for classify_array).
-    source: str
+    #: Position of the image in the request.
+    index: int
     top: list[Label]
 
 
@@ -170,14 +170,14 @@ class Classifier:
                     ) from None
         raise AssertionError("unreachable")
 
-    async def _top_k(self, pixels: np.ndarray, sources: list[str], k: int) -> list[ImagePrediction]:
+    async def _top_k(self, pixels: np.ndarray, k: int) -> list[ImagePrediction]:
         probs = await self._predict(pixels)
         results = []
-        for source, p in zip(sources, probs, strict=True):
+        for index, p in enumerate(probs):
             order = np.argsort(-p)[:k]
             results.append(
                 ImagePrediction(
-                    source=source,
+                    index=index,
                     top=[Label(label=self.class_names[i], probability=float(p[i])) for i in order],
                 )
             )
@@ -196,8 +196,10 @@ class Classifier:
                 f"{len(images)} images in one request; the limit is {SETTINGS.max_images}",
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
             )
-        pixels = np.stack([self._decode(path.read_bytes(), path.name) for path in images])
-        return await self._top_k(pixels, [path.name for path in images], k)
+        pixels = np.stack(
+            [self._decode(path.read_bytes(), f"image {i}") for i, path in enumerate(images)]
+        )
+        return await self._top_k(pixels, k)
 
     @bentoml.api(route="/classify_image")
     async def classify_image(self, image: bytes, /) -> list[ImagePrediction]:
@@ -206,7 +208,7 @@ class Classifier:
         For curl: `curl --data-binary @shoe.png -H 'Content-Type: image/png' .../classify_image`.
         """
         pixels = self._decode(image, "body")[None]
-        return await self._top_k(pixels, ["body"], min(3, len(self.class_names)))
+        return await self._top_k(pixels, min(3, len(self.class_names)))
 
     @bentoml.api
     async def classify_array(self, pixels: list, k: int = 3) -> list[ImagePrediction]:
@@ -237,7 +239,7 @@ class Classifier:
             raise RequestError("pixels contain NaN or infinity", HTTPStatus.UNPROCESSABLE_ENTITY)
         if array.min() < 0 or array.max() > 255:
             raise RequestError("pixel values must be in [0, 255]", HTTPStatus.UNPROCESSABLE_ENTITY)
-        return await self._top_k(array, [str(i) for i in range(len(array))], k)
+        return await self._top_k(array, k)
 
     @bentoml.api
     def metadata(self) -> ModelInfo:

@@ -6,7 +6,6 @@ BENTOML_HOME is set before anything imports bentoml, so tests never touch the us
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 from pathlib import Path
 
@@ -23,12 +22,6 @@ import pytest  # noqa: E402
 from pipeline import paths  # noqa: E402
 
 FASHION_DIR = paths.SYSTEM_DATASETS / "fashion-mnist"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -191,3 +191,45 @@ def test_augmentation_changes_training_batches_only(fashion):
     second = np.concatenate([b[0].numpy() for b in evaluation])
     assert np.array_equal(first, second)
     assert np.array_equal(first, x.astype(np.float32))
+
+
+def test_mnist_reads_idx_files_from_data_folder(tmp_path, monkeypatch):
+    (tmp_path / "mnist").mkdir()
+    for name in data.IDX_FILES:  # the same IDX format, so real files stand in for MNIST's
+        shutil.copy(FASHION_DIR / name, tmp_path / "mnist" / name)
+    monkeypatch.setattr(paths, "DATA_DIR", tmp_path)
+    raw = data.load_raw(DataConfig(dataset="mnist"))
+    assert raw.class_names == tuple("0123456789")
+    assert raw.x_train.shape == (60000, 28, 28, 1) and raw.x_test.shape == (10000, 28, 28, 1)
+
+
+def test_mnist_falls_back_to_the_keras_npz(tmp_path, monkeypatch, fashion):
+    (tmp_path / "mnist").mkdir()
+    np.savez(tmp_path / "mnist" / "mnist.npz", x_train=fashion.x_train[:100, ..., 0],
+             y_train=fashion.y_train[:100], x_test=fashion.x_test[:50, ..., 0],
+             y_test=fashion.y_test[:50])  # fmt: skip
+    monkeypatch.setattr(paths, "DATA_DIR", tmp_path)
+    monkeypatch.setattr(paths, "SYSTEM_DATASETS", tmp_path / "none")
+    raw = data.load_mnist()
+    assert raw.x_train.shape == (100, 28, 28, 1)
+    assert np.array_equal(raw.y_test, fashion.y_test[:50])
+
+
+def test_cifar10_reads_the_python_batches(tmp_path, monkeypatch, fashion):
+    """Batches in CIFAR-10's own pickle layout (rows of 3x32x32 bytes), from real images."""
+    import pickle
+
+    folder = tmp_path / "cifar10" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rgb = np.stack([np.asarray(Image.fromarray(img[..., 0]).resize((32, 32)).convert("RGB"))
+                    for img in fashion.x_test[:60]])  # fmt: skip
+    rows = rgb.transpose(0, 3, 1, 2).reshape(60, -1)
+    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        batch = {b"data": rows[i * 10 : (i + 1) * 10],
+                 b"labels": fashion.y_test[i * 10 : (i + 1) * 10].tolist()}  # fmt: skip
+        (folder / name).write_bytes(pickle.dumps(batch))
+    monkeypatch.setattr(paths, "DATA_DIR", tmp_path)
+    raw = data.load_raw(DataConfig(dataset="cifar10"))
+    assert raw.x_train.shape == (50, 32, 32, 3) and raw.x_test.shape == (10, 32, 32, 3)
+    assert np.array_equal(raw.x_train[0], rgb[0])  # channels end up last, pixels intact
+    assert raw.class_names[0] == "airplane"

@@ -14,6 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from bench.processes import free_port, wait_until_ready
 from pipeline import paths, tracking
 from pipeline.config import load_config
 from pipeline.evaluate import evaluate_uri
@@ -65,8 +66,14 @@ def test_sweep_creates_runs_params_and_per_epoch_metrics(sweep):
         assert params["data.size.train"] == "1800" and params["data.size.test"] == "500"
         assert int(params["describe.params"]) == int(run.data.metrics["model_params"])
         assert int(params["describe.macs_per_image"]) > 0
-        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
-                    "images_per_s"):  # fmt: skip
+        for key in (
+            "loss",
+            "accuracy",
+            "val_loss",
+            "val_accuracy",
+            "learning_rate",
+            "images_per_s",
+        ):
             steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
             assert sorted(steps) == list(range(epochs)), key
         tags = run.data.tags
@@ -172,8 +179,10 @@ def test_cli_predict_prints_top3(sweep, test_images, tmp_path):
     env_config.write_text(f"tracking: {{tracking_uri: '{store_uri}'}}\n")
     proc = subprocess.run(
         [PIPELINE, "predict", *files, "--config", str(env_config)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.startswith(str(tmp_path))]
     assert len(lines) == 2 and all(line.count(",") == 2 for line in lines)
@@ -183,9 +192,14 @@ def test_same_seed_gives_the_same_first_epoch(tmp_path):
     def first_epoch(store):
         config = load_config(
             paths.CONFIG_DIR / "quick.yaml",
-            quick_overrides(store, "models=[lenet]", "train.epochs=1", "data.train_limit=1000",
-                            "tracking.promote=false"),
-        )  # fmt: skip
+            quick_overrides(
+                store,
+                "models=[lenet]",
+                "train.epochs=1",
+                "data.train_limit=1000",
+                "tracking.promote=false",
+            ),
+        )
         result = train(config)
         run_id = result.runs[0].run_id
         return {k: tracking.metric_history(run_id, k)[0] for k in ("loss", "val_loss", "accuracy")}
@@ -196,10 +210,18 @@ def test_same_seed_gives_the_same_first_epoch(tmp_path):
 def test_killed_training_resumes_and_logs_each_epoch_once(tmp_path):
     epochs = 5
     args = [
-        PIPELINE, "train", "--config", str(paths.CONFIG_DIR / "quick.yaml"),
-        *quick_overrides(tmp_path, "models=[lenet]", f"train.epochs={epochs}",
-                         "data.train_limit=12000", "tracking.promote=false"),
-    ]  # fmt: skip
+        PIPELINE,
+        "train",
+        "--config",
+        str(paths.CONFIG_DIR / "quick.yaml"),
+        *quick_overrides(
+            tmp_path,
+            "models=[lenet]",
+            f"train.epochs={epochs}",
+            "data.train_limit=12000",
+            "tracking.promote=false",
+        ),
+    ]
     log = open(tmp_path / "first.log", "w")  # noqa: SIM115
     first = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
@@ -239,35 +261,43 @@ def test_killed_training_resumes_and_logs_each_epoch_once(tmp_path):
 
 def test_a_tracking_server_works_by_configuration_alone(tmp_path):
     """`mlflow server` on 127.0.0.1 with proxied artifacts: train, log and promote through it."""
-    from tests.conftest import free_port
-
     port = free_port()
     artifacts = tmp_path / "server-artifacts"
     server = subprocess.Popen(
-        [str(paths.PROJECT_ROOT / ".venv/bin/mlflow"), "server", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-         "--artifacts-destination", str(artifacts)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        [
+            str(paths.PROJECT_ROOT / ".venv/bin/mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server.db",
+            "--artifacts-destination",
+            str(artifacts),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
-        import httpx
-
-        deadline = time.time() + 180
-        while True:
-            try:
-                if httpx.get(f"{uri}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None and time.time() < deadline, "mlflow server did not start"
-            time.sleep(1)
+        assert wait_until_ready(f"{uri}/health", server, timeout_s=180), (
+            "mlflow server did not start"
+        )
         config = load_config(
             paths.CONFIG_DIR / "quick.yaml",
-            [f"tracking.tracking_uri={uri}", f"tracking.checkpoint_dir={tmp_path}/ckpt",
-             "models=[lenet]", "train.epochs=1", "data.train_limit=500", "data.test_limit=100"],
-        )  # fmt: skip
+            [
+                f"tracking.tracking_uri={uri}",
+                f"tracking.checkpoint_dir={tmp_path}/ckpt",
+                "models=[lenet]",
+                "train.epochs=1",
+                "data.train_limit=500",
+                "data.test_limit=100",
+            ],
+        )
         result = train(config)
         promotion = promote(config.tracking, result.parent_run_id)
         client = MlflowClient(uri)
@@ -283,3 +313,13 @@ def test_a_tracking_server_works_by_configuration_alone(tmp_path):
 
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_embedded_store_keeps_artifacts_beside_its_database(sweep):
+    store = sweep["store"]
+    assert tracking.local_artifact_root(f"sqlite:///{store}/mlflow.db") == (
+        (store / "mlartifacts").as_uri()
+    )
+    client = use_store(sweep)
+    for run in children(client, sweep):
+        assert list((store / "mlartifacts").rglob(f"{run.info.run_id}/**/confusion_matrix.png"))
