@@ -28,7 +28,11 @@ KNOWN_SHAPES = {
 
 
 def one_line_errors(func):
-    """Turn a PipelineError into one line on stderr and exit status 2, never a traceback."""
+    """Turn a user error into one line on stderr and exit status 2, never a traceback.
+
+    MLflow's own errors (an unknown model or alias, an unreachable tracking server) count as
+    user errors: they name what to fix.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -36,6 +40,12 @@ def one_line_errors(func):
             return func(*args, **kwargs)
         except PipelineError as exc:
             typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except Exception as exc:
+            if type(exc).__name__ != "MlflowException":
+                raise
+            first_line = (getattr(exc, "message", "") or str(exc)).strip().splitlines()[0]
+            typer.echo(f"error: {first_line}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -111,3 +112,15 @@ def test_cli_bad_config_stops_with_one_line_and_creates_nothing(tmp_path):
     assert errors == ["error: config key 'train.batch_size' must be in [1, 4096]"]
     assert "Traceback" not in proc.stderr
     assert not store.exists()
+
+
+def test_cli_unknown_model_uri_is_one_line(tmp_path):
+    proc = subprocess.run(
+        [str(paths.PROJECT_ROOT / ".venv/bin/pipeline"), "evaluate", "models:/nope@champion"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"},
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "nope" in errors[0], proc.stderr[-2000:]
