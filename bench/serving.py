@@ -46,10 +46,14 @@ end
 def _multipart(images: list[bytes]) -> tuple[bytes, str]:
     boundary = "benchboundary7f3a"
     parts = [
-        (f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="{i}.png"\r\n'
-         "Content-Type: image/png\r\n\r\n").encode() + data + b"\r\n"
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="{i}.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + data
+        + b"\r\n"
         for i, data in enumerate(images)
-    ]  # fmt: skip
+    ]
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), (
         f"multipart/form-data; boundary={boundary}"
     )
@@ -94,16 +98,30 @@ class Server:
     def __init__(self, batching: bool) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "SERVING_BATCHING": "1" if batching else "0",
-               "BENTOML_DO_NOT_TRACK": "True", "TF_CPP_MIN_LOG_LEVEL": "3"}  # fmt: skip
+        env = {
+            **os.environ,
+            "SERVING_BATCHING": "1" if batching else "0",
+            "BENTOML_DO_NOT_TRACK": "True",
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+        }
         env.pop("SERVING_API_TOKEN", None)
         self.log = tempfile.NamedTemporaryFile("w", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [str(paths.PROJECT_ROOT / ".venv/bin/bentoml"), "serve",
-             "serving.service:Classifier", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=paths.PROJECT_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                str(paths.PROJECT_ROOT / ".venv/bin/bentoml"),
+                "serve",
+                "serving.service:Classifier",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            cwd=paths.PROJECT_ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
         if not wait_until_ready(f"{self.url}/readyz", self.proc, timeout_s=240):
             self.stop()
             raise RuntimeError(f"server did not start; see {self.log.name}")
@@ -119,11 +137,23 @@ class Server:
 def _wrk(url: str, body: Path, content_type: str, concurrency: int, script: Path) -> dict:
     threads = 1 if concurrency == 1 else 2
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{DURATION_S}s", "--timeout", "30s",
-         "-s", str(script), url],
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{concurrency}",
+            f"-d{DURATION_S}s",
+            "--timeout",
+            "30s",
+            "-s",
+            str(script),
+            url,
+        ],
         env={**os.environ, "BENCH_BODY": str(body), "BENCH_CONTENT_TYPE": content_type},
-        capture_output=True, text=True, timeout=DURATION_S + 60, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=DURATION_S + 60,
+        check=True,
+    ).stdout
     line = next(ln for ln in out.splitlines() if ln.startswith("WRK "))
     return json.loads(line[4:])
 
@@ -156,18 +186,20 @@ def run() -> dict:
                         for _ in range(REPEATS)
                     ]
                     rps = statistics.median(r["requests"] / (r["duration_us"] / 1e6) for r in runs)
-                    rows.append({
-                        "path": "batched" if batching else "unbatched",
-                        "endpoint": name,
-                        "concurrency": concurrency,
-                        "requests_per_s": rps,
-                        "images_per_s": rps * images,
-                        "p50_ms": statistics.median(r["p50_us"] for r in runs) / 1000,
-                        "p95_ms": statistics.median(r["p95_us"] for r in runs) / 1000,
-                        "p99_ms": statistics.median(r["p99_us"] for r in runs) / 1000,
-                        "errors": sum(r["non_2xx"] + r["socket_errors"] for r in runs),
-                        "requests": sum(r["requests"] for r in runs),
-                    })  # fmt: skip
+                    rows.append(
+                        {
+                            "path": "batched" if batching else "unbatched",
+                            "endpoint": name,
+                            "concurrency": concurrency,
+                            "requests_per_s": rps,
+                            "images_per_s": rps * images,
+                            "p50_ms": statistics.median(r["p50_us"] for r in runs) / 1000,
+                            "p95_ms": statistics.median(r["p95_us"] for r in runs) / 1000,
+                            "p99_ms": statistics.median(r["p99_us"] for r in runs) / 1000,
+                            "errors": sum(r["non_2xx"] + r["socket_errors"] for r in runs),
+                            "requests": sum(r["requests"] for r in runs),
+                        }
+                    )
                     print(json.dumps(rows[-1]), flush=True)
             memory["batched" if batching else "unbatched"] = _peak_rss_mib(server.proc.pid)
         finally:

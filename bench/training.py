@@ -87,8 +87,10 @@ def measure(name: str, deterministic: bool = False) -> dict:
         model.fit(xf, y, batch_size=BATCH, epochs=epochs, callbacks=[cb], verbose=0)
 
     if deterministic:
-        return {"model": name, "pipeline_augment_deterministic": _images_per_s(
-            project(True, False), n)}  # fmt: skip
+        return {
+            "model": name,
+            "pipeline_augment_deterministic": _images_per_s(project(True, False), n),
+        }
     macs = totals(describe(_compiled(name, splits.spec, False)))["macs_per_image"]
     result = {
         "model": name,
