@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -208,9 +207,5 @@ def predict(
         typer.echo(f"{result.path}: {labels}")
 
 
-def main() -> None:  # pragma: no cover - console entry point
+if __name__ == "__main__":
     app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
