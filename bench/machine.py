@@ -6,28 +6,10 @@ import os
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def gpu_name() -> str | None:
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return None
-    return tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
+from pipeline.environment import cpu_model, gpu_name
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 7) -> float:

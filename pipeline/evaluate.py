@@ -52,6 +52,12 @@ def report(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -
     )
 
 
+def row_normalised(matrix: np.ndarray) -> np.ndarray:
+    """Each row divided by its sum (recall per true class); empty rows stay zero."""
+    rows = matrix.sum(axis=1, keepdims=True)
+    return np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
+
+
 def predict_logits(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Logits for uint8 images, in inference mode."""
     return np.asarray(model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0))
@@ -72,11 +78,7 @@ def write_report_files(result: EvaluationReport, class_names: Sequence[str], out
     out.mkdir(parents=True, exist_ok=True)
     names = list(class_names)
     pd.DataFrame(result.confusion, index=names, columns=names).to_csv(out / "confusion_matrix.csv")
-    rows = result.confusion.sum(axis=1, keepdims=True)
-    normalised = np.divide(
-        result.confusion, rows, out=np.zeros(result.confusion.shape), where=rows > 0
-    )
-    pd.DataFrame(normalised, index=names, columns=names).round(4).to_csv(
+    pd.DataFrame(row_normalised(result.confusion), index=names, columns=names).round(4).to_csv(
         out / "confusion_matrix_normalized.csv"
     )
     result.per_class.to_csv(out / "per_class_report.csv", index=False)
@@ -96,13 +98,9 @@ def evaluate_uri(model_uri: str, out: Path | None = None) -> tuple[EvaluationRep
 
     from pipeline.config import load_config
     from pipeline.data import DataSpec, load_splits
+    from pipeline.tracking import logged_metadata
 
-    info = mlflow.models.get_model_info(model_uri)
-    recorded = info.metadata or {}
-    if "data_config" not in recorded:
-        from pipeline.errors import PipelineError
-
-        raise PipelineError(f"{model_uri} was not logged by this pipeline (no data_config)")
+    recorded = logged_metadata(model_uri)
     flat = recorded["data_config"]
     overrides = [f"{k}={v}" for k, v in flat.items() if k.startswith("data.") and v is not None]
     config = load_config(None, overrides)

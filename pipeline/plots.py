@@ -30,8 +30,9 @@ def training_curves(history: dict[str, Sequence[float]]) -> Figure:
 
 def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str]) -> Figure:
     """Counts and row-normalised (recall per true class) matrices side by side."""
-    rows = matrix.sum(axis=1, keepdims=True)
-    normalised = np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0)
+    from pipeline.evaluate import row_normalised
+
+    normalised = row_normalised(matrix)
     n = len(class_names)
     fig, axes = plt.subplots(1, 2, figsize=(2 * max(6, 0.6 * n) + 2, max(5, 0.6 * n)))
     for ax, data, title, fmt in (

@@ -26,12 +26,9 @@ def predict_files(paths: list[Path], model_uri: str, k: int = 3) -> list[Predict
     import mlflow
 
     from pipeline.evaluate import predict_logits, softmax
+    from pipeline.tracking import logged_metadata
 
-    try:
-        info = mlflow.models.get_model_info(model_uri)
-    except mlflow.exceptions.MlflowException as exc:
-        raise PipelineError(f"cannot load {model_uri}: {exc.message.splitlines()[0]}") from None
-    spec = info.metadata["data_spec"]
+    spec = logged_metadata(model_uri)["data_spec"]
     shape = ImageShape.of(spec["input_shape"])
     pixels = []
     for path in paths:

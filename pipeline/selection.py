@@ -96,8 +96,7 @@ def promote(config: TrackingConfig, parent_run_id: str | None = None) -> Promoti
         client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
 
-    info = mlflow.models.get_model_info(model_uri)
-    spec = info.metadata["data_spec"]
+    spec = tracking.logged_metadata(model_uri)["data_spec"]
     model = mlflow.keras.load_model(model_uri)
     bento_tag = save_to_bento(
         model,

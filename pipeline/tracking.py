@@ -69,3 +69,15 @@ def metric_history(run_id: str, key: str) -> list[float]:
     """Values of a metric ordered by step (one per epoch)."""
     history = client().get_metric_history(run_id, key)
     return [m.value for m in sorted(history, key=lambda m: m.step)]
+
+
+def logged_metadata(model_uri: str) -> dict:
+    """The data spec and data config this pipeline records with every logged model."""
+    import mlflow
+
+    from pipeline.errors import PipelineError
+
+    metadata = mlflow.models.get_model_info(model_uri).metadata or {}
+    if not {"data_spec", "data_config"} <= metadata.keys():
+        raise PipelineError(f"{model_uri} was not logged by this pipeline (no data spec)")
+    return metadata

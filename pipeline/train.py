@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import shutil
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from pipeline.callbacks import EpochLogger, ResumableEarlyStopping
 from pipeline.config import Config
 from pipeline.data import DataSpec, Splits, load_splits
 from pipeline.describe import describe, render, totals
+from pipeline.environment import TRACKED_PACKAGES, environment_tags
 from pipeline.evaluate import (
     most_confident_errors,
     predict_logits,
@@ -40,9 +40,6 @@ from pipeline.evaluate import (
 )
 from pipeline.inputs import make_dataset
 from pipeline.models import build_model
-
-#: Packages whose versions are logged with each run and pinned in the logged model.
-TRACKED_PACKAGES = ("tensorflow", "keras", "mlflow", "numpy", "scikit-learn", "pandas")
 
 
 @dataclass(frozen=True)
@@ -82,34 +79,6 @@ def _unfinished(runs: list, key: str, value: str):
         if run.data.tags.get(key) == value and run.info.status != "FINISHED":
             return run
     return None
-
-
-def device_name() -> str:
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        return f"GPU: {details.get('device_name', gpus[0].name)}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {cpu}"
-
-
-def environment_tags() -> dict[str, str]:
-    tags = {f"version.{p}": version(p) for p in TRACKED_PACKAGES}
-    tags.update(
-        {
-            "device": device_name(),
-            "python": platform.python_version(),
-            "mlflow.source.git.commit": tracking.git_commit(),
-        }
-    )
-    return tags
 
 
 def _optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -332,17 +301,7 @@ def train_model(
         mlflow.set_tag("model_uri", _log_model(model, splits, config))
         shutil.rmtree(ckpt, ignore_errors=True)
 
-    return RunResult(
-        model=name,
-        run_id=run_id,
-        params=totals(table)["params"],
-        epochs=len(val_accuracy),
-        best_val_accuracy=round(summary["best_val_accuracy"], 4),
-        test_accuracy=round(summary["test_accuracy"], 4),
-        test_macro_f1=round(summary["test_macro_f1"], 4),
-        wall_seconds=round(wall, 1),
-        images_per_s=round(summary["median_images_per_s"], 1),
-    )
+    return _result_from_run(tracking.client().get_run(run_id))
 
 
 def _result_from_run(run) -> RunResult:

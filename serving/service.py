@@ -159,16 +159,14 @@ class Classifier:
         """
         import aiohttp
 
-        for attempt in range(1, MODEL_CALL_ATTEMPTS + 1):
+        for _ in range(MODEL_CALL_ATTEMPTS):
             try:
                 return np.asarray(await self.runner.to_async.predict(pixels))
             except aiohttp.ClientConnectionError:
-                if attempt == MODEL_CALL_ATTEMPTS:
-                    raise RequestError(
-                        "the model worker is unreachable; try again",
-                        HTTPStatus.SERVICE_UNAVAILABLE,
-                    ) from None
-        raise AssertionError("unreachable")
+                continue
+        raise RequestError(
+            "the model worker is unreachable; try again", HTTPStatus.SERVICE_UNAVAILABLE
+        )
 
     async def _top_k(self, pixels: np.ndarray, k: int) -> list[ImagePrediction]:
         probs = await self._predict(pixels)

@@ -118,7 +118,7 @@ def assert_matches(result: list[dict], probs: np.ndarray, class_names: list[str]
 
 
 def test_health_and_docs_are_open(server):
-    for path in ("/healthz", "/readyz", "/livez", "/metrics", "/docs.json"):
+    for path in ("/", "/healthz", "/readyz", "/livez", "/metrics", "/docs.json"):
         assert httpx.get(server + path, timeout=10).status_code == 200, path
 
 

@@ -1,0 +1,47 @@
+"""What a run ran on: CPU or GPU, package versions, commit. Shared by training and benchmarks."""
+
+from __future__ import annotations
+
+import platform
+from importlib.metadata import version
+from pathlib import Path
+
+#: Packages whose versions are logged with each run and pinned in the logged model.
+TRACKED_PACKAGES = ("tensorflow", "keras", "mlflow", "numpy", "scikit-learn", "pandas")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_name() -> str | None:
+    """The first GPU TensorFlow sees, or None."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return None
+    return tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
+
+
+def device_name() -> str:
+    gpu = gpu_name()
+    return f"GPU: {gpu}" if gpu else f"CPU: {cpu_model()}"
+
+
+def environment_tags() -> dict[str, str]:
+    """Tags for an MLflow run: package versions, device, Python and the git commit."""
+    from pipeline.tracking import git_commit
+
+    return {
+        **{f"version.{p}": version(p) for p in TRACKED_PACKAGES},
+        "device": device_name(),
+        "python": platform.python_version(),
+        "mlflow.source.git.commit": git_commit(),
+    }
