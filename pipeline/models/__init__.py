@@ -28,7 +28,15 @@ def get_builder(name: str) -> Callable[..., Any]:
 
 
 def check_model_options(name: str, options: dict[str, Any]) -> None:
-    """Reject unknown models and options before anything runs."""
+    """Reject unknown models and options before anything runs.
+
+    The builder (and with it Keras) is imported only when there are options to check, so
+    commands that merely load a config stay fast.
+    """
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown model '{name}'; choose from {', '.join(REGISTRY)}")
+    if not options:
+        return
     params = inspect.signature(get_builder(name)).parameters
     known = [p for p in params if params[p].kind is inspect.Parameter.KEYWORD_ONLY]
     for key in options:
