@@ -27,14 +27,15 @@ class Settings:
     max_request_bytes: int
     max_pixels: int
     max_k: int
-    #: Ask BentoML for one GPU for the model worker (set when the bento is built for GPU).
+    #: Ask BentoML for one GPU for the service (set when the bento is built for GPU).
     gpu: bool
     #: Adaptive batching: the largest batch, and the latency budget the dispatcher plans for.
     max_batch_size: int
     max_latency_ms: int
     #: Merge concurrent requests into one model call (off only to measure what it buys).
     batching: bool
-    front_workers: int
+    #: Worker processes; each holds the model and batches its own requests.
+    workers: int
 
 
 def load() -> Settings:
@@ -56,5 +57,5 @@ def load() -> Settings:
         max_batch_size=_int("SERVING_MAX_BATCH_SIZE", 256),
         max_latency_ms=_int("SERVING_MAX_LATENCY_MS", 5000),
         batching=os.environ.get("SERVING_BATCHING", "1") != "0",
-        front_workers=_int("SERVING_WORKERS", 1),
+        workers=_int("SERVING_WORKERS", 1),
     )

@@ -211,6 +211,21 @@ def _bad_requests(images: np.ndarray) -> list[tuple[str, dict, int, str]]:
         ("/classify", {**one(good), "data": {"k": "0"}}, 422, "k must be between 1 and 10"),
         ("/classify", {**one(good), "data": {"k": "11"}}, 422, "k must be between 1 and 10"),
         (
+            "/classify",
+            {"files": [*one(good)["files"], ("k", ("k.png", good, "image/png"))]},
+            400,
+            "holds binary data",
+        ),
+        (
+            "/classify",
+            {
+                "content": good,
+                "headers": {"Content-Type": "multipart/form-data; boundary=nothere"},
+            },
+            400,
+            "malformed multipart/form-data body",
+        ),
+        (
             "/classify_image",
             {"content": b"\x00\x01", "headers": {"Content-Type": "image/png"}},
             415,
@@ -244,6 +259,7 @@ def _bad_requests(images: np.ndarray) -> list[tuple[str, dict, int, str]]:
         ),
         ("/classify_array", {"json": {"pixels": []}}, 422, "must have shape"),
         ("/classify_array", {"json": {"wrong": 1}}, 400, "Field required"),
+        ("/classify_array", {"files": [("pixels", ("p.png", good, "image/png"))]}, 400, "binary"),
     ]
 
 
@@ -274,17 +290,15 @@ def test_token_is_required(server):
 
 
 def _batch_histogram(server: str) -> tuple[float, float]:
-    """(model calls, model calls that served a single request) from BentoML's batch histogram."""
+    """(model calls, model calls that served a single request) from the service's histogram."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(f"{server}/metrics", timeout=10).text
     calls = single = 0.0
     for family in text_string_to_metric_families(text):
-        if family.name != "bentoml_service_adaptive_batch_size":
+        if family.name != "cnn_model_batch_requests":
             continue
         for sample in family.samples:
-            if sample.labels.get("method_name") != "predict":
-                continue
             if sample.name.endswith("_count"):
                 calls += sample.value
             elif sample.name.endswith("_bucket") and float(sample.labels["le"]) == 1.0:
@@ -333,7 +347,7 @@ def test_bento_and_dockerfile(bento):
     assert not (path / "src" / "pipeline" / "train.py").exists()  # serving ships no training code
     manifest = yaml.safe_load((path / "bento.yaml").read_text())
     services = {s["name"]: s for s in manifest["services"]}
-    assert services["cnn_model"]["models"][0]["tag"].startswith("cnn-classifier:")
+    assert services["cnn_classifier"]["models"][0]["tag"].startswith("cnn-classifier:")
 
 
 def test_gpu_bento_uses_cuda_and_asks_for_a_gpu(sweep):
@@ -344,5 +358,5 @@ def test_gpu_bento_uses_cuda_and_asks_for_a_gpu(sweep):
     assert "tensorflow==2.21.0" in requirements and "nvidia-cudnn-cu12" in requirements
     manifest = yaml.safe_load((path / "bento.yaml").read_text())
     services = {s["name"]: s for s in manifest["services"]}
-    assert services["cnn_model"]["config"]["resources"] == {"gpu": 1}
+    assert services["cnn_classifier"]["config"]["resources"] == {"gpu": 1}
     assert {"name": "SERVING_GPU", "value": "1", "stage": "all"} in manifest["envs"]
