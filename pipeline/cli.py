@@ -167,6 +167,25 @@ def promote(
 
 @app.command()
 @one_line_errors
+def package(
+    run_id: Annotated[str, typer.Argument(help="A finished model run (not a sweep)")],
+    name: Annotated[str, typer.Option(help="BentoML model name")] = "cnn-classifier-run",
+    config: Annotated[Path | None, typer.Option(help="YAML config (tracking section)")] = None,
+) -> None:
+    """Save one run's model to the BentoML store, to serve it with SERVING_MODEL=<tag>."""
+    from pipeline import tracking
+    from pipeline.config import load_config
+    from pipeline.selection import package_run
+
+    tracking.setup(load_config(config).tracking)
+    run = tracking.client().get_run(run_id)
+    if "model_uri" not in run.data.tags:
+        raise PipelineError(f"run {run_id} has no model; give the id of a model run, not a sweep")
+    typer.echo(package_run(run, name))
+
+
+@app.command()
+@one_line_errors
 def evaluate(
     model_uri: Annotated[str, typer.Argument(help="e.g. models:/cnn-classifier@champion")],
     out: Annotated[Path | None, typer.Option(help="Write confusion matrix and report here")] = None,

@@ -73,6 +73,41 @@ def save_to_bento(model, name: str, labels: dict[str, str], metadata: dict) -> s
     return str(ref.tag)
 
 
+def package_run(
+    run, bento_name: str, *, registered_model: str = "", registry_version: str = ""
+) -> str:
+    """Put a finished model run's model in the BentoML store with the metadata serving reads.
+
+    `promote` does this for the champion; on its own it serves any run (a challenger, or the
+    benchmark's LeNet) without touching the registry.
+    """
+    run_id = run.info.run_id
+    model_uri = run.data.tags["model_uri"]
+    metrics = run.data.metrics
+    spec = tracking.logged_metadata(model_uri)["data_spec"]
+    model = mlflow.keras.load_model(model_uri)
+    return save_to_bento(
+        model,
+        bento_name,
+        labels={
+            "run_id": run_id,
+            "model": run.data.tags["model"],
+            "dataset": spec["name"],
+            "registry_version": registry_version or "none",
+        },
+        metadata={
+            **spec,
+            "model": run.data.tags["model"],
+            "run_id": run_id,
+            "registered_model": registered_model,
+            "registry_version": registry_version,
+            "test_accuracy": float(metrics["test_accuracy"]),
+            "test_macro_f1": float(metrics["test_macro_f1"]),
+            "normalisation": "pixels/255, then (x - mean) / std per channel, inside the model",
+        },
+    )
+
+
 def promote(config: TrackingConfig, parent_run_id: str | None = None) -> Promotion:
     """Register the sweep's best run, alias it `champion`, and put it in the BentoML store.
 
@@ -96,28 +131,7 @@ def promote(config: TrackingConfig, parent_run_id: str | None = None) -> Promoti
         client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
 
-    spec = tracking.logged_metadata(model_uri)["data_spec"]
-    model = mlflow.keras.load_model(model_uri)
-    bento_tag = save_to_bento(
-        model,
-        name,
-        labels={
-            "run_id": run_id,
-            "model": run.data.tags["model"],
-            "dataset": spec["name"],
-            "registry_version": version,
-        },
-        metadata={
-            **spec,
-            "model": run.data.tags["model"],
-            "run_id": run_id,
-            "registered_model": name,
-            "registry_version": str(version),
-            "test_accuracy": float(metrics["test_accuracy"]),
-            "test_macro_f1": float(metrics["test_macro_f1"]),
-            "normalisation": "pixels/255, then (x - mean) / std per channel, inside the model",
-        },
-    )
+    bento_tag = package_run(run, name, registered_model=name, registry_version=str(version))
     return Promotion(
         run_id=run_id,
         model=run.data.tags["model"],

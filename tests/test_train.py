@@ -188,6 +188,32 @@ def test_cli_predict_prints_top3(sweep, test_images, tmp_path):
     assert len(lines) == 2 and all(line.count(",") == 2 for line in lines)
 
 
+def test_cli_package_puts_a_non_champion_run_in_the_bento_store(sweep, tmp_path):
+    import bentoml
+
+    client = use_store(sweep)
+    other = next(r for r in children(client, sweep) if r.info.run_id != sweep["promotion"].run_id)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"tracking: {{tracking_uri: '{sweep['config'].tracking.tracking_uri}'}}\n")
+    package = [PIPELINE, "package", "--name", "cnn-challenger", "--config", str(config)]
+    proc = subprocess.run(
+        [*package, other.info.run_id], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    stored = bentoml.models.get(proc.stdout.strip().splitlines()[-1])
+    assert stored.info.metadata["run_id"] == other.info.run_id
+    assert stored.info.metadata["model"] == other.data.tags["model"]
+    assert stored.info.metadata["registry_version"] == ""
+    name = sweep["config"].tracking.registered_model
+    champion = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+    assert champion.run_id == sweep["promotion"].run_id  # the registry is untouched
+
+    sweep_id = sweep["result"].parent_run_id
+    refused = subprocess.run([*package, sweep_id], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1].endswith("not a sweep")
+
+
 def test_same_seed_gives_the_same_first_epoch(tmp_path):
     def first_epoch(store):
         config = load_config(
