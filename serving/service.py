@@ -28,6 +28,8 @@ from serving.batching import AdaptiveBatcher
 
 SETTINGS = settings_module.load()
 upstream.install()
+if SETTINGS.upload_dir:
+    upstream.keep_uploads_in(SETTINGS.upload_dir)
 # TensorFlow takes GPU memory as it needs it instead of all of it at start-up.
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,7 +1,10 @@
-"""Workarounds for BentoML 1.4.39 defects that turn bad client input into HTTP 500.
+"""Workarounds for BentoML 1.4.39 internals, each pinned by a test in tests/test_service.py that
+fails if BentoML changes what is used here.
 
-Each is pinned by a test in tests/test_service.py, which fails if BentoML changes the internals
-used here. BentoML's multipart reader lets two kinds of client error escape as 500:
+Where uploads go: BentoML writes each uploaded file into a per-request temporary directory
+from a pool it creates in the system temp directory, with no setting to move it.
+
+Bad input answered 500: BentoML's multipart reader lets two kinds of client error escape:
 - a body that is not valid multipart (Starlette raises its own HTTP 400, which BentoML's
   endpoint wrapper does not recognise), and
 - a binary file sent in a field that holds text, such as `k` (it is passed to `json.loads`,
@@ -10,7 +13,11 @@ used here. BentoML's multipart reader lets two kinds of client error escape as 5
 
 from __future__ import annotations
 
+import os
+
 from _bentoml_impl import serde
+from bentoml._internal import context
+from bentoml._internal.utils.filesystem import TempfilePool
 from bentoml.exceptions import BadInput
 from starlette.exceptions import HTTPException
 
@@ -37,3 +44,9 @@ def install() -> None:
     for media_type, reader in list(serde.ALL_SERDE.items()):
         if reader is serde.MultipartSerde:
             serde.ALL_SERDE[media_type] = ClientErrorMultipartSerde  # type: ignore[index]
+
+
+def keep_uploads_in(directory: str) -> None:
+    """Make BentoML create its per-request upload directories under `directory`."""
+    os.makedirs(directory, exist_ok=True)
+    context.request_tempdir_pool = TempfilePool(prefix="bentoml-request-", dir=directory)

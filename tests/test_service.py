@@ -65,6 +65,7 @@ def server(bento, session_dir):
         "SERVING_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
         "SERVING_MAX_PIXELS": "4000000",
         "SERVING_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
+        "SERVING_UPLOAD_DIR": str(session_dir / "uploads"),
     }
     log = open(session_dir / "serve.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -138,6 +139,13 @@ def test_classify_files_equals_the_local_model(client, test_images, local_probs)
     assert response.status_code == 200, response.text
     names = client.post("/metadata").json()["class_names"]
     assert_matches(response.json(), local_probs[:8], names, k=4)
+
+
+def test_uploads_are_kept_in_the_configured_directory(client, test_images, session_dir):
+    files = [("images", ("a.png", png(test_images[0][0, ..., 0]), "image/png"))]
+    assert client.post("/classify", files=files).status_code == 200
+    request_dirs = list((session_dir / "uploads").glob("bentoml-request-*"))
+    assert request_dirs, "BentoML kept the upload somewhere else"
 
 
 def test_classify_with_bentoml_client(server, test_images, local_probs, tmp_path):
