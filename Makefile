@@ -22,7 +22,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 BENTOFILE := $(if $(filter 1,$(GPU)),bentofile.gpu.yaml,bentofile.yaml)
 MODELS_OVERRIDE := $(if $(MODELS),models=[$(MODELS)])
 
-.PHONY: help setup data train ui serve bento containerize bench results test lint format clean
+.PHONY: help setup data train ui serve bento containerize bench bench-serving results test lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-13s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ containerize: bento ## Build the container image (needs a Docker engine)
 
 bench: setup ## Training and serving benchmarks -> docs/BENCHMARKS.md
 	$(BIN)/python -m bench.run
+
+bench-serving: setup ## Serving benchmarks again, keeping the training figures -> docs/BENCHMARKS.md
+	$(BIN)/python -m bench.run --serving
 
 results: setup ## Regenerate docs/RESULTS.md from the MLflow runs
 	$(BIN)/python -m bench.results

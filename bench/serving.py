@@ -1,13 +1,14 @@
 """Serving throughput and latency under wrk (a load generator that costs the server little CPU).
 
-Starts `bentoml serve` on 127.0.0.1 with the champion from the BentoML store, batched and
-unbatched, and drives the no-op endpoint (the HTTP ceiling), classify with 1 image and with
-64 images per request, at several concurrencies.
+Starts `bentoml serve` on 127.0.0.1 for each model given (the champion, and the LeNet the
+issue's orientation figures used), batched and unbatched, and drives the no-op endpoint (the
+HTTP ceiling), classify with 1 image and with 64 images per request, at several concurrencies.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import shutil
@@ -85,22 +86,19 @@ def _peak_rss_mib(root_pid: int) -> dict[str, float]:
         hwm = next((ln for ln in status.splitlines() if ln.startswith("VmHWM")), None)
         if hwm is None:
             continue
-        role = (
-            "model worker"
-            if "cnn_model" in cmd
-            else ("front worker" if "worker" in cmd or "service" in cmd else "other")
-        )
+        role = "service worker" if "_bentoml_impl.worker.service" in cmd else "other"
         peaks[role] = max(peaks.get(role, 0.0), int(hwm.split()[1]) / 1024)
     return peaks
 
 
 class Server:
-    def __init__(self, batching: bool) -> None:
+    def __init__(self, batching: bool, model_tag: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
             **os.environ,
             "SERVING_BATCHING": "1" if batching else "0",
+            "SERVING_MODEL": model_tag,
             "BENTOML_DO_NOT_TRACK": "True",
             "TF_CPP_MIN_LOG_LEVEL": "3",
         }
@@ -158,7 +156,27 @@ def _wrk(url: str, body: Path, content_type: str, concurrency: int, script: Path
     return json.loads(line[4:])
 
 
-def run() -> dict:
+def _row(
+    label: str, path: str, endpoint: str, concurrency: int, images: int, runs: list[dict]
+) -> dict:
+    rps = statistics.median(r["requests"] / (r["duration_us"] / 1e6) for r in runs)
+    return {
+        "model": label,
+        "path": path,
+        "endpoint": endpoint,
+        "concurrency": concurrency,
+        "requests_per_s": rps,
+        "images_per_s": rps * images,
+        "p50_ms": statistics.median(r["p50_us"] for r in runs) / 1000,
+        "p95_ms": statistics.median(r["p95_us"] for r in runs) / 1000,
+        "p99_ms": statistics.median(r["p99_us"] for r in runs) / 1000,
+        "errors": sum(r["non_2xx"] + r["socket_errors"] for r in runs),
+        "requests": sum(r["requests"] for r in runs),
+    }
+
+
+def run(models: dict[str, str]) -> dict:
+    """`models`: a label for each BentoML model tag to serve, e.g. {"champion (vgg)": tag}."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
@@ -171,37 +189,27 @@ def run() -> dict:
         (work / name.replace(" ", "_")).write_bytes(data)
         bodies[name] = (work / name.replace(" ", "_"), content_type, len(images), "/classify")
     (work / "noop").write_bytes(b"{}")
-    bodies["no-op"] = (work / "noop", "application/json", 0, "/noop")
+    bodies = {"no-op": (work / "noop", "application/json", 0, "/noop"), **bodies}
 
     rows, memory = [], {}
-    for batching in (True, False):
-        server = Server(batching)
+    for (label, tag), batching in itertools.product(models.items(), (True, False)):
+        path = "batched" if batching else "unbatched"
+        server = Server(batching, tag)
         try:
-            for name, (body, content_type, images, route) in bodies.items():
-                if name == "no-op" and not batching:
-                    continue  # the same endpoint either way
-                for concurrency in CONCURRENCY:
-                    runs = [
-                        _wrk(server.url + route, body, content_type, concurrency, script)
-                        for _ in range(REPEATS)
-                    ]
-                    rps = statistics.median(r["requests"] / (r["duration_us"] / 1e6) for r in runs)
-                    rows.append(
-                        {
-                            "path": "batched" if batching else "unbatched",
-                            "endpoint": name,
-                            "concurrency": concurrency,
-                            "requests_per_s": rps,
-                            "images_per_s": rps * images,
-                            "p50_ms": statistics.median(r["p50_us"] for r in runs) / 1000,
-                            "p95_ms": statistics.median(r["p95_us"] for r in runs) / 1000,
-                            "p99_ms": statistics.median(r["p99_us"] for r in runs) / 1000,
-                            "errors": sum(r["non_2xx"] + r["socket_errors"] for r in runs),
-                            "requests": sum(r["requests"] for r in runs),
-                        }
-                    )
+            for concurrency in CONCURRENCY:
+                # Endpoints take turns within each repeat, so drift on a shared machine hits
+                # the no-op ceiling and the classify figures it is compared with alike.
+                runs: dict[str, list[dict]] = {n: [] for n in bodies}
+                for _ in range(REPEATS):
+                    for name in bodies:
+                        body, content_type, _, route = bodies[name]
+                        runs[name].append(
+                            _wrk(server.url + route, body, content_type, concurrency, script)
+                        )
+                for name in bodies:
+                    rows.append(_row(label, path, name, concurrency, bodies[name][2], runs[name]))
                     print(json.dumps(rows[-1]), flush=True)
-            memory["batched" if batching else "unbatched"] = _peak_rss_mib(server.proc.pid)
+            memory[f"{label}, {path}"] = _peak_rss_mib(server.proc.pid)
         finally:
             server.stop()
     return {"rows": rows, "memory": memory}
