@@ -25,6 +25,7 @@ from serving import settings as settings_module
 from serving import upstream
 from serving.auth import RequestGuard
 from serving.batching import AdaptiveBatcher
+from serving.heap import freeze_startup_objects
 
 SETTINGS = settings_module.load()
 upstream.install()
@@ -124,6 +125,7 @@ class Classifier:
             test_accuracy=float(meta["test_accuracy"]),
             max_images_per_request=SETTINGS.max_images,
         )
+        freeze_startup_objects()
 
     # --- helpers -------------------------------------------------------------------------------
 
