@@ -60,12 +60,15 @@ def _multipart(images: list[bytes]) -> tuple[bytes, str]:
     )
 
 
-def _pngs(count: int) -> list[bytes]:
+def _test_images(count: int):
     from pipeline.data import load_fashion_mnist
 
-    x = load_fashion_mnist().x_test[:count, ..., 0]
+    return load_fashion_mnist().x_test[:count, ..., 0]
+
+
+def _pngs(images) -> list[bytes]:
     out = []
-    for img in x:
+    for img in images:
         buffer = io.BytesIO()
         Image.fromarray(img).save(buffer, format="PNG")
         out.append(buffer.getvalue())
@@ -182,14 +185,17 @@ def run(models: dict[str, str]) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     script = work / "post.lua"
     script.write_text(WRK_SCRIPT)
-    pngs = _pngs(64)
-    bodies = {}
-    for name, images in (("classify x1", pngs[:1]), ("classify x64", pngs)):
-        data, content_type = _multipart(images)
-        (work / name.replace(" ", "_")).write_bytes(data)
-        bodies[name] = (work / name.replace(" ", "_"), content_type, len(images), "/classify")
+    images = _test_images(64)
+    pngs = _pngs(images)
     (work / "noop").write_bytes(b"{}")
-    bodies = {"no-op": (work / "noop", "application/json", 0, "/noop"), **bodies}
+    bodies = {"no-op": (work / "noop", "application/json", 0, "/noop")}
+    for name, files in (("classify x1", pngs[:1]), ("classify x64", pngs)):
+        data, content_type = _multipart(files)
+        (work / name.replace(" ", "_")).write_bytes(data)
+        bodies[name] = (work / name.replace(" ", "_"), content_type, len(files), "/classify")
+    # The same 64 images decoded, as JSON arrays: what a client that already holds pixels sends.
+    (work / "array_x64").write_text(json.dumps({"pixels": images.tolist()}))
+    bodies["array x64"] = (work / "array_x64", "application/json", 64, "/classify_array")
 
     rows, memory = [], {}
     for (label, tag), batching in itertools.product(models.items(), (True, False)):

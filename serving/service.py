@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from http import HTTPStatus
-from pathlib import Path
 from typing import Annotated
 
 import anyio.to_thread
@@ -26,11 +25,10 @@ from serving import upstream
 from serving.auth import RequestGuard
 from serving.batching import AdaptiveBatcher
 from serving.heap import freeze_startup_objects
+from serving.uploads import UploadedFile
 
 SETTINGS = settings_module.load()
 upstream.install()
-if SETTINGS.upload_dir:
-    upstream.keep_uploads_in(SETTINGS.upload_dir)
 # TensorFlow takes GPU memory as it needs it instead of all of it at start-up.
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -175,7 +173,7 @@ class Classifier:
     # --- API -----------------------------------------------------------------------------------
 
     @bentoml.api
-    async def classify(self, images: list[Path], k: int = 3) -> Predictions:
+    async def classify(self, images: list[UploadedFile], k: int = 3) -> Predictions:
         """One or more image files (multipart field `images`): top-k labels per image."""
         k = self._check_k(k)
         if not images:
@@ -186,7 +184,7 @@ class Classifier:
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
             )
         pixels = np.stack(
-            [self._decode(path.read_bytes(), f"image {i}") for i, path in enumerate(images)]
+            [self._decode(upload.data, f"image {i}") for i, upload in enumerate(images)]
         )
         return await self._top_k(pixels, k)
 

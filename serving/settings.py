@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
-
-MEMORY_FS = "/dev/shm"
 
 
 def _int(name: str, default: int) -> int:
@@ -17,19 +14,6 @@ def _int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
-
-
-def memory_upload_dir(required_bytes: int, candidate: str = MEMORY_FS) -> str | None:
-    """`candidate` (a RAM file system) if it is writable with `required_bytes` free, else None.
-
-    BentoML writes every uploaded file to disk before the endpoint sees it; on a slow disk
-    that dominates a 64-image request (measured by hand: 0.68 ms a file on this machine's
-    disk, 0.03 ms on /dev/shm). Docker's default /dev/shm is
-    64 MB, which fails the check and keeps uploads on disk unless `--shm-size` is raised.
-    """
-    if not os.path.isdir(candidate) or not os.access(candidate, os.W_OK | os.X_OK):
-        return None
-    return candidate if shutil.disk_usage(candidate).free >= required_bytes else None
 
 
 @dataclass(frozen=True)
@@ -52,8 +36,6 @@ class Settings:
     batching: bool
     #: Worker processes; each holds the model and batches its own requests.
     workers: int
-    #: Where uploads are kept during a request; None: the system temp directory.
-    upload_dir: str | None
 
 
 def load() -> Settings:
@@ -77,6 +59,4 @@ def load() -> Settings:
         max_latency_ms=_int("SERVING_MAX_LATENCY_MS", 5000),
         batching=os.environ.get("SERVING_BATCHING", "1") != "0",
         workers=_int("SERVING_WORKERS", 1),
-        # Room for four requests of the largest size at once, or uploads stay on disk.
-        upload_dir=os.environ.get("SERVING_UPLOAD_DIR") or memory_upload_dir(4 * max_request_bytes),
     )

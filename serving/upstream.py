@@ -1,9 +1,6 @@
 """Workarounds for BentoML 1.4.39 internals, each pinned by a test in tests/test_service.py that
 fails if BentoML changes what is used here.
 
-Where uploads go: BentoML writes each uploaded file into a per-request temporary directory
-from a pool it creates in the system temp directory, with no setting to move it.
-
 Bad input answered 500: BentoML's multipart reader lets two kinds of client error escape:
 - a body that is not valid multipart (Starlette raises its own HTTP 400, which BentoML's
   endpoint wrapper does not recognise), and
@@ -20,12 +17,9 @@ garbage collections then walk: pauses of 100+ ms, growing with the request rate.
 from __future__ import annotations
 
 import asyncio
-import os
 
 from _bentoml_impl import serde
-from bentoml._internal import context
 from bentoml._internal.server.http import traffic
-from bentoml._internal.utils.filesystem import TempfilePool
 from bentoml.exceptions import BadInput
 from starlette.exceptions import HTTPException
 
@@ -85,9 +79,3 @@ def install() -> None:
         if reader is serde.MultipartSerde:
             serde.ALL_SERDE[media_type] = ClientErrorMultipartSerde  # type: ignore[index]
     traffic.TimeoutMiddleware = TimerCancellingTimeoutMiddleware
-
-
-def keep_uploads_in(directory: str) -> None:
-    """Make BentoML create its per-request upload directories under `directory`."""
-    os.makedirs(directory, exist_ok=True)
-    context.request_tempdir_pool = TempfilePool(prefix="bentoml-request-", dir=directory)
