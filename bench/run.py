@@ -178,6 +178,9 @@ merges concurrent requests into one model call in BentoML's adaptive (CORK) disp
 turn, {serving.REPEATS} times. `vs no-op` is requests/s over the no-op endpoint's, same server,
 same concurrency: the HTTP ceiling. `classify` requests are multipart uploads of Fashion-MNIST
 PNGs; `array x64` sends the same 64 images decoded, as JSON arrays, to `/classify_array`.
+wrk corrects its latency percentiles for coordinated omission: a request that stalls also
+counts for the requests its connection would have sent meanwhile, so even a rare stall shows
+in p95 and p99.
 
 Against the issue's aims (batched path; peaks over both paths and all concurrencies):
 
