@@ -34,7 +34,14 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	@touch $@
 
-setup: $(STAMP) ## Build .venv from requirements.lock (idempotent)
+# GPU=1 adds the CUDA wheels of tensorflow[and-cuda], pinned in serving/requirements-gpu.txt
+# (compiled against requirements.lock, so nothing else changes version; tests/test_locks.py).
+GPU_STAMP := $(VENV)/.installed-gpu
+$(GPU_STAMP): $(STAMP) serving/requirements-gpu.txt
+	$(BIN)/uv pip install -q --python $(BIN)/python -r serving/requirements-gpu.txt
+	@touch $@
+
+setup: $(STAMP) $(if $(filter 1,$(GPU)),$(GPU_STAMP)) ## Build .venv from requirements.lock (GPU=1: plus the CUDA libraries, for training on a GPU)
 
 data: setup ## Get the dataset (Debian's dataset-fashion-mnist where possible) and print its summary
 	@if [ "$(DATASET)" = fashion_mnist ] && [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] \
