@@ -1,5 +1,5 @@
-"""Workarounds for BentoML 1.4.39 internals, each pinned by a test in tests/test_service.py that
-fails if BentoML changes what is used here.
+"""Workarounds for BentoML 1.4.39 internals, each pinned by tests (tests/test_service.py over
+HTTP, tests/test_upstream.py in process) that fail if BentoML changes what is used here.
 
 Bad input answered 500: BentoML's multipart reader lets two kinds of client error escape:
 - a body that is not valid multipart (Starlette raises its own HTTP 400, which BentoML's
