@@ -2,7 +2,8 @@
 
 Starts `bentoml serve` on 127.0.0.1 for each model given (the champion, and the LeNet the
 issue's orientation figures used), batched and unbatched, and drives the no-op endpoint (the
-HTTP ceiling), classify with 1 image and with 64 images per request, at several concurrencies.
+HTTP ceiling), classify with 1 and with 64 PNG files per request, and the same 64 images as a
+JSON array, at several concurrencies.
 """
 
 from __future__ import annotations

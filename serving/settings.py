@@ -39,15 +39,12 @@ class Settings:
 
 
 def load() -> Settings:
-    max_images = _int("SERVING_MAX_IMAGES", 64)
-    max_image_bytes = _int("SERVING_MAX_IMAGE_BYTES", 10 * 1024 * 1024)
-    max_request_bytes = _int("SERVING_MAX_REQUEST_BYTES", 64 * 1024 * 1024)
     return Settings(
         model_tag=os.environ.get("SERVING_MODEL", "cnn-classifier:latest"),
         api_token=os.environ.get("SERVING_API_TOKEN") or None,
-        max_images=max_images,
-        max_image_bytes=max_image_bytes,
-        max_request_bytes=max_request_bytes,
+        max_images=_int("SERVING_MAX_IMAGES", 64),
+        max_image_bytes=_int("SERVING_MAX_IMAGE_BYTES", 10 * 1024 * 1024),
+        max_request_bytes=_int("SERVING_MAX_REQUEST_BYTES", 64 * 1024 * 1024),
         max_pixels=_int("SERVING_MAX_PIXELS", 40_000_000),
         max_k=_int("SERVING_MAX_K", 100),
         gpu=os.environ.get("SERVING_GPU", "0") == "1",

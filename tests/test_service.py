@@ -49,13 +49,6 @@ def build_bento(bentofile: str, env: dict[str, str]) -> tuple[str, Path]:
     return tag, Path(os.environ["BENTOML_HOME"]) / "bentos" / name / version
 
 
-def tmp_dir(session_dir: Path) -> Path:
-    """The server's temporary directory."""
-    path = session_dir / "server-tmp"
-    path.mkdir(exist_ok=True)
-    return path
-
-
 @pytest.fixture(scope="session")
 def bento(sweep):
     """The CPU bento built from bentofile.yaml with the champion in the test BentoML store."""
@@ -63,7 +56,15 @@ def bento(sweep):
 
 
 @pytest.fixture(scope="session")
-def server(bento, session_dir):
+def server_tmp(session_dir) -> Path:
+    """The server's temporary directory, where BentoML would put uploaded files."""
+    path = session_dir / "server-tmp"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(scope="session")
+def server(bento, session_dir, server_tmp):
     """`bentoml serve TAG` in its own process group, with auth on; stopped by pid at the end."""
     port = free_port()
     env = {
@@ -72,8 +73,7 @@ def server(bento, session_dir):
         "SERVING_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
         "SERVING_MAX_PIXELS": "4000000",
         "SERVING_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
-        # BentoML would put uploaded files here (see the test of serving/uploads.py).
-        "TMPDIR": str(tmp_dir(session_dir)),
+        "TMPDIR": str(server_tmp),
     }
     log = open(session_dir / "serve.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -149,13 +149,13 @@ def test_classify_files_equals_the_local_model(client, test_images, local_probs)
     assert_matches(response.json(), local_probs[:8], names, k=4)
 
 
-def test_uploads_are_never_written_to_disk(client, test_images, session_dir):
+def test_uploads_are_never_written_to_disk(client, test_images, server_tmp):
     """BentoML writes `Path` fields to a `bentoml-request-*` temp dir; `UploadedFile` must not."""
     files = [
         ("images", (f"{i}.png", png(test_images[0][i, ..., 0]), "image/png")) for i in range(3)
     ]
     assert client.post("/classify", files=files).status_code == 200
-    assert not list(tmp_dir(session_dir).glob("bentoml-request-*"))
+    assert not list(server_tmp.glob("bentoml-request-*"))
 
 
 def test_classify_with_bentoml_client(server, test_images, local_probs, tmp_path):
