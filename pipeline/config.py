@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import ConfigError
+from pipeline.precision import PRECISIONS
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
@@ -114,6 +115,9 @@ class TrainConfig:
     seed: int = 42
     #: Compile the train step with XLA.
     jit_compile: bool = False
+    #: Keras dtype policy: float32, mixed_bfloat16, mixed_float16, or auto (bf16 where the GPU
+    #: or CPU computes in it; see pipeline/precision.py). The served model keeps it.
+    precision: str = "float32"
     #: Make TensorFlow ops and the random augmentation inside tf.data repeatable run to run.
     deterministic: bool = True
 
@@ -122,6 +126,7 @@ class TrainConfig:
         _check(1 <= self.batch_size <= 4096, "train.batch_size", "must be in [1, 4096]")
         _check(self.optimizer in OPTIMIZERS, "train.optimizer", f"must be one of {OPTIMIZERS}")
         _check(self.schedule in SCHEDULES, "train.schedule", f"must be one of {SCHEDULES}")
+        _check(self.precision in PRECISIONS, "train.precision", f"must be one of {PRECISIONS}")
         _check(0.0 < self.learning_rate < 10.0, "train.learning_rate", "must be in (0, 10)")
         _check(self.weight_decay >= 0.0, "train.weight_decay", "must be >= 0")
         _check(0 <= self.warmup_epochs < self.epochs, "train.warmup_epochs", "must be < epochs")

@@ -40,6 +40,7 @@ from pipeline.evaluate import (
 )
 from pipeline.inputs import make_dataset
 from pipeline.models import build_model
+from pipeline.precision import dtype_policy, resolve
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,9 @@ def train_model(
     t = config.train
     keras.utils.set_random_seed(t.seed)
     spec = splits.spec
-    model = build_model(name, spec, **config.for_model(name))
+    precision = resolve(t.precision)
+    with dtype_policy(precision):
+        model = build_model(name, spec, **config.for_model(name))
     table = describe(model)
     steps_per_epoch = int(np.ceil(len(splits.y_train) / t.batch_size))
     model.compile(
@@ -239,7 +242,9 @@ def train_model(
         previous_val_losses = tracking.metric_history(run_id, "val_loss")
         if resume_run_id is None:
             mlflow.set_tags({"model": name, "dataset": spec.name, **environment_tags()})
-            mlflow.log_params({**config.flat(), "model.name": name})
+            mlflow.log_params(
+                {**config.flat(), "model.name": name, "train.precision_resolved": precision}
+            )
             mlflow.log_params({f"describe.{k}": v for k, v in totals(table).items()})
             mlflow.log_params({f"data.size.{k}": v for k, v in splits.sizes().items()})
             mlflow.log_metrics({"model_params": totals(table)["params"]})

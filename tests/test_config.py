@@ -74,6 +74,7 @@ def test_flat_has_every_dotted_key():
         (["model_options.vgg.depth=3"], "unknown config key 'model_options.vgg.depth'"),
         (["train.epochs"], "must look like key=value"),
         (["augment.zoom=2"], "config key 'augment.zoom' must be in [0, 1)"),
+        (["train.precision=float8"], "config key 'train.precision' must be one of"),
     ],
 )
 def test_bad_values_name_the_key(overrides, message):

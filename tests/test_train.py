@@ -18,6 +18,7 @@ from bench.processes import free_port, wait_until_ready
 from pipeline import paths, tracking
 from pipeline.config import load_config
 from pipeline.evaluate import evaluate_uri
+from pipeline.precision import model_precision
 from pipeline.selection import CHAMPION_ALIAS, promote
 from pipeline.train import train
 from tests.conftest import quick_overrides
@@ -349,3 +350,26 @@ def test_embedded_store_keeps_artifacts_beside_its_database(sweep):
     client = use_store(sweep)
     for run in children(client, sweep):
         assert list((store / "mlartifacts").rglob(f"{run.info.run_id}/**/confusion_matrix.png"))
+
+
+def test_mixed_precision_run_logs_and_evaluates_the_model_it_trained(tmp_path):
+    config = load_config(
+        paths.CONFIG_DIR / "quick.yaml",
+        quick_overrides(
+            tmp_path,
+            "models=[lenet]",
+            "train.precision=mixed_bfloat16",
+            "tracking.promote=false",
+        ),
+    )
+    run_id = train(config).runs[0].run_id
+    run = MlflowClient().get_run(run_id)
+    assert run.data.params["train.precision"] == "mixed_bfloat16"
+    assert run.data.params["train.precision_resolved"] == "mixed_bfloat16"
+    assert run.data.metrics["test_accuracy"] > 0.2  # it learned: chance is 0.1
+
+    model_uri = run.data.tags["model_uri"]
+    assert model_precision(mlflow.keras.load_model(model_uri)) == "mixed_bfloat16"
+    # Loaded again, the model computes in bf16 as it did when the run was evaluated.
+    result, _ = evaluate_uri(model_uri)
+    assert result.accuracy == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-9)

@@ -60,5 +60,8 @@ def dense(
 
 
 def logits(x: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
-    """The classifier output: raw logits (the loss applies the softmax)."""
-    return layers.Dense(num_classes, name="logits")(x)
+    """The classifier output: raw logits (the loss applies the softmax).
+
+    Always float32, also under a mixed policy: the loss and softmax need its range and precision.
+    """
+    return layers.Dense(num_classes, name="logits", dtype="float32")(x)
