@@ -19,6 +19,7 @@ from bentoml.exceptions import BentoMLException
 from bentoml.validators import ContentType
 from pydantic import BaseModel
 
+from pipeline.precision import model_precision
 from pipeline.preprocess import ImageDecodeError, ImageShape, image_bytes_to_pixels
 from serving import settings as settings_module
 from serving import upstream
@@ -71,6 +72,8 @@ class ModelInfo(BaseModel):
     std: list[float]
     normalisation: str
     test_accuracy: float
+    #: The Keras dtype policy the model computes in, as trained and evaluated.
+    precision: str
     max_images_per_request: int
 
 
@@ -121,6 +124,7 @@ class Classifier:
             std=list(meta["std"]),
             normalisation=meta["normalisation"],
             test_accuracy=float(meta["test_accuracy"]),
+            precision=model_precision(self.model),
             max_images_per_request=SETTINGS.max_images,
         )
         freeze_startup_objects()

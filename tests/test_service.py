@@ -138,6 +138,7 @@ def test_metadata_names_the_champion(client, sweep):
     assert info["input_shape"] == [28, 28, 1]
     assert info["class_names"][9] == "Ankle boot"
     assert info["test_accuracy"] == pytest.approx(sweep["promotion"].test_accuracy)
+    assert info["precision"] == sweep["config"].train.precision == "float32"
 
 
 def test_classify_files_equals_the_local_model(client, test_images, local_probs):
