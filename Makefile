@@ -22,7 +22,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 BENTOFILE := $(if $(filter 1,$(GPU)),bentofile.gpu.yaml,bentofile.yaml)
 MODELS_OVERRIDE := $(if $(MODELS),models=[$(MODELS)])
 
-.PHONY: help setup data train ui serve bento containerize bench bench-serving results test lint format clean
+.PHONY: help setup data train ui serve bento containerize bench bench-serving bench-training results test lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-13s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ bench: setup ## Training and serving benchmarks -> docs/BENCHMARKS.md
 
 bench-serving: setup ## Serving benchmarks again, keeping the training figures -> docs/BENCHMARKS.md
 	$(BIN)/python -m bench.run --serving
+
+bench-training: setup ## Training benchmarks again, keeping the serving figures -> docs/BENCHMARKS.md
+	$(BIN)/python -m bench.run --training
 
 results: setup ## Regenerate docs/RESULTS.md from the MLflow runs
 	$(BIN)/python -m bench.results

@@ -98,6 +98,9 @@ def render(raw: dict) -> str:
     t = pd.DataFrame(train)
     t["pipeline / baseline"] = t["pipeline_no_augment"] / t["baseline_numpy_fit"]
     t["XLA / pipeline"] = t["pipeline_no_augment_xla"] / t["pipeline_no_augment"]
+    # Figures measured before the bf16 row existed have no such column.
+    bf16 = t["pipeline_no_augment_bf16"] if "pipeline_no_augment_bf16" in t else float("nan")
+    t["bf16 / pipeline"] = bf16 / t["pipeline_no_augment"]
     t["augment / pipeline"] = t["pipeline_augment"] / t["pipeline_no_augment"]
     t["deterministic / augment"] = t["pipeline_augment_deterministic"] / t["pipeline_augment"]
     t["GFLOP/s"] = TRAIN_FLOPS_PER_MAC * t["macs_per_image"] * t["pipeline_no_augment"] / 1e9
@@ -110,6 +113,7 @@ def render(raw: dict) -> str:
             "pipeline_no_augment",
             "pipeline / baseline",
             "XLA / pipeline",
+            "bf16 / pipeline",
             "augment / pipeline",
             "deterministic / augment",
             "GFLOP/s",
@@ -158,7 +162,8 @@ in-memory NumPy arrays; `pipeline_no_augment` is the project's `tf.data` loop (c
 batch, prefetch) without augmentation, so the two do the same work. The ratios compare runs
 made side by side; `deterministic / augment` is the loop exactly as `make train` runs it (TF
 op determinism on, for same-seed reproducibility) over the same loop without determinism,
-measured in a separate process. GFLOP/s counts {
+measured in a separate process. `bf16 / pipeline` trains the same loop under Keras'
+`mixed_bfloat16` policy (`train.precision`), float32 variables and logits. GFLOP/s counts {
         TRAIN_FLOPS_PER_MAC
     } FLOPs per multiply-accumulate per image
 (forward and backward) for the project loop.
@@ -247,7 +252,7 @@ def main() -> None:
     """Measure and write the raw figures and the document.
 
     `--render` re-renders the JSON; `--serving` measures serving again and keeps the training
-    figures (which take most of an hour on 2 cores).
+    figures (which take most of an hour on 2 cores); `--training` does the reverse.
     """
     if "--render" in sys.argv:
         raw = json.loads(RAW.read_text())
@@ -256,18 +261,26 @@ def main() -> None:
         peak = matmul_peak_gflops()
         print(f"machine: {machine}, matmul peak {peak:.0f} GFLOP/s", flush=True)
         today = datetime.date.today().isoformat()
-        if "--serving" in sys.argv:
+        partial = {"--serving", "--training"} & set(sys.argv)
+        if partial:
             raw = json.loads(RAW.read_text())
             if raw["machine"] != machine:
                 raise SystemExit("benchmarks.json is from another machine: run `make bench`")
-        else:
-            raw = {"date": today, "machine": machine, "peak": peak, "training": training_rows()}
-        models = served_models()
-        raw |= {
-            "serving": serving.run(models),
-            "serving_date": today,
-            "served": _describe_served(models),
-        }
+        if "--serving" not in sys.argv:
+            raw = {
+                **(raw if partial else {}),
+                "date": today,
+                "machine": machine,
+                "peak": peak,
+                "training": training_rows(),
+            }
+        if "--training" not in sys.argv:
+            models = served_models()
+            raw |= {
+                "serving": serving.run(models),
+                "serving_date": today,
+                "served": _describe_served(models),
+            }
         paths.DOCS_DIR.mkdir(exist_ok=True)
         RAW.write_text(json.dumps(raw, indent=1))
     out = paths.DOCS_DIR / "BENCHMARKS.md"

@@ -26,6 +26,7 @@ from pipeline.data import load_fashion_mnist, make_splits
 from pipeline.describe import describe, totals
 from pipeline.inputs import make_dataset
 from pipeline.models import build_model
+from pipeline.precision import dtype_policy
 
 BATCH = 128
 #: Batches per timed epoch, by model cost, so each measurement takes seconds, not minutes.
@@ -45,9 +46,10 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def _compiled(name: str, spec, jit: bool) -> keras.Model:
+def _compiled(name: str, spec, jit: bool, precision: str = "float32") -> keras.Model:
     keras.utils.set_random_seed(0)
-    model = build_model(name, spec, **({"preset": "small"} if name == "vgg" else {}))
+    with dtype_policy(precision):
+        model = build_model(name, spec, **({"preset": "small"} if name == "vgg" else {}))
     model.compile(
         optimizer=keras.optimizers.AdamW(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -75,10 +77,10 @@ def measure(name: str, deterministic: bool = False) -> dict:
     x, y = splits.x_train[:n], splits.y_train[:n]
     epochs = 1 + REPEATS
 
-    def project(augment: bool, jit: bool):
+    def project(augment: bool, jit: bool, precision: str = "float32"):
         augmenter = build_augmenter(AugmentConfig(), seed=0) if augment else None
         ds = make_dataset(x, y, BATCH, training=True, augmenter=augmenter, seed=0)
-        model = _compiled(name, splits.spec, jit)
+        model = _compiled(name, splits.spec, jit, precision)
         return lambda cb: model.fit(ds, epochs=epochs, callbacks=[cb], verbose=0, shuffle=False)
 
     def baseline(cb):
@@ -99,6 +101,7 @@ def measure(name: str, deterministic: bool = False) -> dict:
         "baseline_numpy_fit": _images_per_s(baseline, n),
         "pipeline_no_augment": _images_per_s(project(False, False), n),
         "pipeline_no_augment_xla": _images_per_s(project(False, True), n),
+        "pipeline_no_augment_bf16": _images_per_s(project(False, False, "mixed_bfloat16"), n),
         "pipeline_augment": _images_per_s(project(True, False), n),
     }
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
