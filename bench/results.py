@@ -52,6 +52,14 @@ def mlflow_runs(experiment_id: str) -> pd.DataFrame:
     return mlflow.search_runs([experiment_id], max_results=5000)
 
 
+def precision_of(runs: pd.DataFrame) -> pd.Series:
+    """Each run's resolved dtype policy; runs from before `train.precision` were float32."""
+    column = "params.train.precision_resolved"
+    if column not in runs:
+        return pd.Series("float32", index=runs.index)
+    return runs[column].fillna("float32")
+
+
 def best_per_model(runs: pd.DataFrame) -> pd.DataFrame:
     ordered = runs.sort_values(
         ["metrics.best_val_accuracy", "metrics.model_params"], ascending=[False, True]
@@ -61,7 +69,8 @@ def best_per_model(runs: pd.DataFrame) -> pd.DataFrame:
 
 def table(best: pd.DataFrame) -> pd.DataFrame:
     rows = []
-    for _, run in best.iterrows():
+    precisions = precision_of(best)
+    for index, run in best.iterrows():
         model = run["tags.model"]
         published, target = PUBLISHED.get(model, ("", float("nan")))
         accuracy = run["metrics.test_accuracy"]
@@ -75,6 +84,7 @@ def table(best: pd.DataFrame) -> pd.DataFrame:
                 "epochs": int(run["metrics.epochs_trained"]),
                 "wall time (s)": round(run["metrics.train_wall_seconds"]),
                 "device": run["tags.device"],
+                "precision": precisions[index],
                 "published": published,
                 "target": target,
                 "meets target": "yes" if accuracy >= target else "no",
