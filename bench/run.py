@@ -268,7 +268,7 @@ def main() -> None:
     """Measure and write the raw figures and the document.
 
     `--render` re-renders the JSON; `--serving` measures serving again and keeps the training
-    figures (which take most of an hour on 2 cores); `--training` does the reverse.
+    figures (about 20 minutes on 2 cores); `--training` does the reverse.
     """
     if "--render" in sys.argv:
         raw = json.loads(RAW.read_text())
