@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import platform
 from importlib.metadata import version
-from pathlib import Path
+
+from pipeline.cpuinfo import cpuinfo_field
 
 #: Packages whose versions are logged with each run and pinned in the logged model.
 TRACKED_PACKAGES = ("tensorflow", "keras", "mlflow", "numpy", "scikit-learn", "pandas")
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def gpu_name() -> str | None:

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.cpuinfo import cpuinfo_field
+
 #: `auto` picks per machine (see `resolve`); the others are Keras dtype policy names.
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
@@ -21,13 +23,7 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    try:
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return set((cpuinfo_field("flags", cpuinfo) or "").split())
 
 
 def gpu_compute_capability() -> tuple[int, int] | None:

@@ -86,6 +86,13 @@ def test_mixed_model_computes_in_bf16_keeps_float32_weights_and_logits(name, tmp
     np.testing.assert_array_equal(restored.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
+def test_float16_training_gets_loss_scaling():
+    with dtype_policy("mixed_float16"):
+        model = build("lenet")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
 def test_float32_model_reports_float32():
     assert model_precision(build("lenet")) == "float32"
 
