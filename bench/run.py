@@ -60,10 +60,10 @@ def served_models() -> dict[str, str]:
     champion = bentoml.models.get(os.environ.get("SERVING_MODEL", "cnn-classifier:latest"))
     meta = champion.info.metadata
     architecture = meta["model"]
+    experiment_id = tracking.setup(TrackingConfig())
     champion_run = tracking.client().get_run(meta["run_id"])
     precision = champion_run.data.params.get("train.precision_resolved", "float32")
     models = {f"champion ({architecture}, {precision})": str(champion.tag)}
-    experiment_id = tracking.setup(TrackingConfig())
     runs = full_data_runs(experiment_id)
     wanted = [("lenet", "float32")] if architecture != "lenet" else []
     if precision != "float32":

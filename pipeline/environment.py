@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 from importlib.metadata import version
 
-from pipeline.cpuinfo import cpuinfo_field
+from pipeline.hardware import cpuinfo_field, first_gpu_details
 
 #: Packages whose versions are logged with each run and pinned in the logged model.
 TRACKED_PACKAGES = ("tensorflow", "keras", "mlflow", "numpy", "scikit-learn", "pandas")
@@ -17,12 +17,8 @@ def cpu_model() -> str:
 
 def gpu_name() -> str | None:
     """The first GPU TensorFlow sees, or None."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return None
-    return tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
+    details = first_gpu_details()
+    return details["device_name"] if details else None
 
 
 def device_name() -> str:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.cpuinfo import cpuinfo_field
+from pipeline.hardware import cpuinfo_field, first_gpu_details
 
 #: `auto` picks per machine (see `resolve`); the others are Keras dtype policy names.
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
@@ -28,13 +28,10 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
 
 def gpu_compute_capability() -> tuple[int, int] | None:
     """The compute capability of the first GPU TensorFlow sees, or None without one."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
+    details = first_gpu_details()
+    if details is None:
         return None
-    capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
-    return tuple(capability) if capability else (0, 0)
+    return tuple(details.get("compute_capability") or (0, 0))
 
 
 def auto_precision(capability: tuple[int, int] | None, flags: set[str]) -> str:
