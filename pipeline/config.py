@@ -71,9 +71,11 @@ class AugmentConfig:
     #: Random contrast and brightness factors.
     contrast: float = 0.1
     brightness: float = 0.1
+    #: Probability of random erasing: one rectangle of 2-25% of the image set to noise.
+    erasing: float = 0.0
 
     def __post_init__(self) -> None:
-        for key in ("translate", "zoom", "rotation", "contrast", "brightness"):
+        for key in ("translate", "zoom", "rotation", "contrast", "brightness", "erasing"):
             _check(0.0 <= getattr(self, key) < 1.0, f"augment.{key}", "must be in [0, 1)")
 
 
@@ -108,6 +110,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     #: Only used by sgd.
     momentum: float = 0.9
+    #: Share of each one-hot target spread over all classes (Szegedy et al., 2016); 0 is off.
+    label_smoothing: float = 0.0
     schedule: str = "cosine"
     warmup_epochs: int = 0
     #: Stop after this many epochs without a better validation loss; 0 disables it.
@@ -129,6 +133,7 @@ class TrainConfig:
         _check(self.precision in PRECISIONS, "train.precision", f"must be one of {PRECISIONS}")
         _check(0.0 < self.learning_rate < 10.0, "train.learning_rate", "must be in (0, 10)")
         _check(self.weight_decay >= 0.0, "train.weight_decay", "must be >= 0")
+        _check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
         _check(0 <= self.warmup_epochs < self.epochs, "train.warmup_epochs", "must be < epochs")
         _check(self.early_stopping_patience >= 0, "train.early_stopping_patience", "must be >= 0")
 

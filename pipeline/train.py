@@ -25,7 +25,7 @@ import pandas as pd
 import tensorflow as tf
 
 from pipeline import paths, plots, tracking
-from pipeline.augment import build_augmenter
+from pipeline.augment import build_augmenter, with_augmentation
 from pipeline.callbacks import EpochLogger, ResumableEarlyStopping
 from pipeline.config import Config
 from pipeline.data import DataSpec, Splits, load_splits
@@ -38,6 +38,7 @@ from pipeline.evaluate import (
     softmax,
     write_report_files,
 )
+from pipeline.fused_batch_norm import fused_batch_norm
 from pipeline.inputs import make_dataset
 from pipeline.models import build_model
 from pipeline.precision import dtype_policy, resolve
@@ -100,6 +101,41 @@ def _optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimiz
     if t.optimizer == "adam":
         return keras.optimizers.Adam(lr)
     return keras.optimizers.AdamW(lr, weight_decay=t.weight_decay)
+
+
+def compile_for_training(model: keras.Model, config: Config, steps_per_epoch: int) -> keras.Model:
+    """The model `fit` trains: augmentation in front (in the same graph), compiled with the
+    configured optimiser, schedule and loss. The bare `model` shares its weights."""
+    trainable = with_augmentation(model, build_augmenter(config.augment, config.train.seed))
+    trainable.compile(
+        optimizer=_optimizer(config, steps_per_epoch),
+        loss=_loss(config.train.label_smoothing),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=config.train.jit_compile,
+    )
+    return trainable
+
+
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy of logits against integer labels with label smoothing (Szegedy et al.,
+    2016). Keras' sparse loss has no smoothing, so the labels are one-hot encoded in the graph."""
+
+    def __init__(self, label_smoothing: float, name: str = "smoothed_crossentropy") -> None:
+        super().__init__(name=name)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        labels = keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,))
+        one_hot = keras.ops.one_hot(labels, keras.ops.shape(y_pred)[-1])
+        return keras.losses.categorical_crossentropy(
+            one_hot, y_pred, from_logits=True, label_smoothing=self.label_smoothing
+        )
+
+
+def _loss(label_smoothing: float) -> keras.losses.Loss:
+    if not label_smoothing:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return SmoothedSparseCrossentropy(label_smoothing)
 
 
 def _checkpoint_dir(config: Config, run_id: str) -> Path:
@@ -214,18 +250,12 @@ def train_model(
         model = build_model(name, spec, **config.for_model(name))
     table = describe(model)
     steps_per_epoch = int(np.ceil(len(splits.y_train) / t.batch_size))
-    model.compile(
-        optimizer=_optimizer(config, steps_per_epoch),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=t.jit_compile,
-    )
+    trainable = compile_for_training(model, config, steps_per_epoch)
     train_ds = make_dataset(
         splits.x_train,
         splits.y_train,
         t.batch_size,
         training=True,
-        augmenter=build_augmenter(config.augment, t.seed),
         seed=t.seed,
         cache=config.data.cache,
     )
@@ -278,17 +308,18 @@ def train_model(
 
         start = time.perf_counter()
         # The tf.data pipeline already shuffles (seeded); fit's own shuffle does not apply.
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=t.epochs,
-            callbacks=callbacks,
-            shuffle=False,
-            verbose=1 if sys.stdout.isatty() else 2,
-        )
+        with fused_batch_norm():
+            trainable.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=t.epochs,
+                callbacks=callbacks,
+                shuffle=False,
+                verbose=1 if sys.stdout.isatty() else 2,
+            )
         wall = time.perf_counter() - start
         if best_weights.exists():
-            model.load_weights(best_weights)
+            trainable.load_weights(best_weights)
 
         val_accuracy = tracking.metric_history(run_id, "val_accuracy")
         images_per_s = tracking.metric_history(run_id, "images_per_s")
