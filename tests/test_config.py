@@ -12,7 +12,7 @@ from pipeline.config import Config, load_config
 from pipeline.errors import ConfigError
 
 
-@pytest.mark.parametrize("profile", ["quick", "default", "full"])
+@pytest.mark.parametrize("profile", ["quick", "default", "full", "zoo"])
 def test_every_profile_is_valid(profile):
     config = load_config(paths.CONFIG_DIR / f"{profile}.yaml")
     assert isinstance(config, Config)
