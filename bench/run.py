@@ -42,6 +42,65 @@ def training_rows() -> list[dict]:
     return [{**_measure(name), **_measure(name, "--deterministic")} for name in MODELS]
 
 
+def zoo_rows() -> list[dict]:
+    return [_measure(name, "--zoo") for name in MODELS]
+
+
+def render_zoo(raw: dict) -> str:
+    """The zoo profile's loop against the augmentation and batch norm it replaced."""
+    if "zoo_training" not in raw:
+        return ""
+    z = pd.DataFrame(raw["zoo_training"])
+    zoo_machine = raw.get("zoo_machine", raw["machine"])
+    same_work = z[z["model"] == "googlenet"]
+    noise = "unmeasured"
+    if not same_work.empty:
+        row = same_work.iloc[0]
+        noise = f"{row['zoo_in_graph'] / row['zoo_in_graph_keras_bn']:.2f}"
+    machine_note = (
+        "" if zoo_machine == raw["machine"] else " (not the machine of the sections above)"
+    )
+    z["old augment / none"] = z["zoo_tfdata_keras_layers"] / z["zoo_no_augment"]
+    z["new augment / none"] = z["zoo_in_graph"] / z["zoo_no_augment"]
+    z["new / old augment"] = z["zoo_in_graph"] / z["zoo_tfdata_keras_layers"]
+    z["fused BN / Keras BN"] = z["zoo_in_graph"] / z["zoo_in_graph_keras_bn"]
+    table = z.rename(
+        columns={
+            "zoo_macs_per_image": "MACs/image",
+            "zoo_precision": "precision",
+            "zoo_no_augment": "no augment",
+            "zoo_tfdata_keras_layers": "old: Keras layers in tf.data",
+            "zoo_in_graph": "new: batch layer in graph",
+            "zoo_in_graph_keras_bn": "new, Keras BN",
+        }
+    )
+    return f"""
+## The zoo's training loop: augmentation and batch norm (images/s, measured {raw["zoo_date"]})
+
+Machine: {zoo_machine["cores"]} cores, {zoo_machine["cpu"]}; GPU: {zoo_machine["gpu"]}; float32
+matrix-multiply peak {raw.get("zoo_peak", raw["peak"]):.0f} GFLOP/s{machine_note}.
+
+Each architecture as `configs/zoo.yaml` builds it (width, batch norm, precision) and as
+`pipeline train` compiles it, trained four ways whose epochs are timed in turn (median of
+{3} each, after a warm-up epoch), so that all four share the machine's load:
+`no augment`; `old`, the augmentation the project used before the zoo profile, one Keras
+preprocessing layer per transform (flip, translation, contrast, brightness, erasing) mapped
+over batches in `tf.data`; `new`, one `BatchAugment` layer in front of the model in the
+training graph, drawing every random factor for the batch at once (flip, translation,
+contrast, brightness, erasing; `pipeline/augment.py`), which is what `make train` runs; and
+`new, Keras BN`, the same with Keras' own batch norm instead of TensorFlow's fused kernel
+(`pipeline/fused_batch_norm.py`). GoogLeNet is trained without batch norm in the zoo, so its
+last two columns do the same work: their ratio, {noise}, is this run's noise, and a ratio
+nearer 1 than that settles nothing. The issue's aim is `new augment / none` >= 0.85.
+
+{_tidy(table[[
+        "model", "MACs/image", "precision", "no augment", "old: Keras layers in tf.data",
+        "new: batch layer in graph", "new, Keras BN", "old augment / none",
+        "new augment / none", "new / old augment", "fused BN / Keras BN",
+    ]]).to_markdown(index=False)}
+"""  # fmt: skip
+
+
 def served_models() -> dict[str, str]:
     """The champion, the best full-data LeNet run, and the champion's architecture in float32.
 
@@ -108,7 +167,9 @@ def render(raw: dict) -> str:
     t["XLA / pipeline"] = t["pipeline_no_augment_xla"] / t["pipeline_no_augment"]
     if "pipeline_no_augment_bf16" in t:  # figures measured before it existed lack it
         t["bf16 / pipeline"] = t["pipeline_no_augment_bf16"] / t["pipeline_no_augment"]
-    t["augment / pipeline"] = t["pipeline_augment"] / t["pipeline_no_augment"]
+    # Rows measured before augmentation moved into the training graph timed the old loop.
+    augment = "augment / pipeline" if raw.get("augment_in_graph") else "tf.data augment / pipeline"
+    t[augment] = t["pipeline_augment"] / t["pipeline_no_augment"]
     t["deterministic / augment"] = t["pipeline_augment_deterministic"] / t["pipeline_augment"]
     t["GFLOP/s"] = TRAIN_FLOPS_PER_MAC * t["macs_per_image"] * t["pipeline_no_augment"] / 1e9
     t["share of peak"] = t["GFLOP/s"] / peak
@@ -123,7 +184,7 @@ def render(raw: dict) -> str:
                 "pipeline / baseline",
                 "XLA / pipeline",
                 "bf16 / pipeline",
-                "augment / pipeline",
+                augment,
                 "deterministic / augment",
                 "GFLOP/s",
                 "share of peak",
@@ -153,6 +214,13 @@ def render(raw: dict) -> str:
     memory = pd.DataFrame(serve["memory"]).T
 
     fmt = lambda df: _tidy(df).to_markdown(index=False)  # noqa: E731
+    augment_note = (
+        ""
+        if raw.get("augment_in_graph")
+        else "\n`tf.data augment` and `deterministic` were measured (on the date above) with the"
+        " augmentation of that time,\nKeras preprocessing layers in `tf.data`; the zoo section"
+        " below compares it with today's.\n"
+    )
     bf16_note = (
         " `bf16 / pipeline` trains the same loop under Keras'\n`mixed_bfloat16` policy"
         " (`train.precision`), float32 variables and logits."
@@ -185,7 +253,7 @@ measured in a separate process.{bf16_note} GFLOP/s counts {
 (forward and backward) for the project loop.
 
 {fmt(train_table)}
-
+{augment_note}{render_zoo(raw)}
 ## Serving (wrk on 127.0.0.1, {serving.DURATION_S} s per run, median of {serving.REPEATS})
 
 Served models:
@@ -268,7 +336,8 @@ def main() -> None:
     """Measure and write the raw figures and the document.
 
     `--render` re-renders the JSON; `--serving` measures serving again and keeps the training
-    figures (about 20 minutes on 2 cores); `--training` does the reverse.
+    figures (about 20 minutes on 2 cores); `--training` does the reverse; `--zoo` measures
+    only the zoo loop's augmentation and batch norm (about 10 minutes).
     """
     if "--render" in sys.argv:
         raw = json.loads(RAW.read_text())
@@ -277,20 +346,29 @@ def main() -> None:
         peak = matmul_peak_gflops()
         print(f"machine: {machine}, matmul peak {peak:.0f} GFLOP/s", flush=True)
         today = datetime.date.today().isoformat()
-        partial = {"--serving", "--training"} & set(sys.argv)
+        partial = {"--serving", "--training", "--zoo"} & set(sys.argv)
         if partial:
             raw = json.loads(RAW.read_text())
-            if raw["machine"] != machine:
+            # The zoo section carries its own machine; the others must share one.
+            if raw["machine"] != machine and "--zoo" not in sys.argv:
                 raise SystemExit("benchmarks.json is from another machine: run `make bench`")
-        if "--serving" not in sys.argv:
+        if "--serving" not in sys.argv and "--zoo" not in sys.argv:
             raw = {
                 **(raw if partial else {}),
                 "date": today,
                 "machine": machine,
                 "peak": peak,
                 "training": training_rows(),
+                "augment_in_graph": True,
             }
-        if "--training" not in sys.argv:
+        if not partial or {"--zoo", "--training"} & set(sys.argv):
+            raw |= {
+                "zoo_training": zoo_rows(),
+                "zoo_date": today,
+                "zoo_machine": machine,
+                "zoo_peak": peak,
+            }
+        if not partial or "--serving" in sys.argv:
             models = served_models()
             raw |= {
                 "serving": serving.run(models),

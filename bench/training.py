@@ -1,13 +1,16 @@
-"""Training throughput of one model: the project's tf.data loop vs plain `fit` on NumPy arrays.
+"""Training throughput of one model: the project's tf.data loop vs plain `fit` on NumPy arrays,
+and the zoo's loop with its augmentation and batch norm against the loops they replaced.
 
 Run as `python -m bench.training MODEL` so each model is measured in a fresh process, whose
 peak RSS is then the model's training memory. `--deterministic` measures only the loop as
 `make train` runs it (augmentation on, TF op determinism on), in its own process because
-determinism is process-wide. Prints one JSON line.
+determinism is process-wide. `--zoo` measures the zoo profile's loop (see `measure_zoo`).
+Prints one JSON line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -19,18 +22,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from pipeline.augment import build_augmenter
-from pipeline.config import AugmentConfig, DataConfig
+from pipeline import paths
+from pipeline.config import AugmentConfig, Config, DataConfig, load_config
 from pipeline.data import load_fashion_mnist, make_splits
 from pipeline.describe import describe, totals
+from pipeline.fused_batch_norm import fused_batch_norm
 from pipeline.inputs import make_dataset
 from pipeline.models import build_model
-from pipeline.precision import dtype_policy
+from pipeline.precision import dtype_policy, resolve
+from pipeline.train import compile_for_training
 
 BATCH = 128
 #: Batches per timed epoch, by model cost, so each measurement takes seconds, not minutes.
 BATCHES = {"lenet": 120, "vgg": 30, "nin": 8, "alexnet": 8, "googlenet": 6}
+#: The same for the zoo's narrower models.
+ZOO_BATCHES = {"lenet": 120, "vgg": 40, "alexnet": 40, "nin": 30, "googlenet": 20}
 REPEATS = 3
 
 
@@ -46,17 +54,23 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def _compiled(name: str, spec, jit: bool, precision: str = "float32") -> keras.Model:
-    keras.utils.set_random_seed(0)
-    with dtype_policy(precision):
-        model = build_model(name, spec, **({"preset": "small"} if name == "vgg" else {}))
-    model.compile(
-        optimizer=keras.optimizers.AdamW(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=jit,
+def _config(augment: bool, jit: bool = False, precision: str = "float32") -> Config:
+    """The real training configuration, varied only in what a column measures."""
+    return Config(
+        model_options={"vgg": {"preset": "small"}},
+        augment=AugmentConfig(enabled=augment),
+        train=dataclasses.replace(
+            Config().train, jit_compile=jit, precision=precision, schedule="constant"
+        ),
     )
-    return model
+
+
+def _compiled(name: str, spec, config: Config, steps: int) -> keras.Model:
+    """The model as `pipeline train` compiles it (augmentation, loss, optimiser)."""
+    keras.utils.set_random_seed(0)
+    with dtype_policy(resolve(config.train.precision)):
+        model = build_model(name, spec, **config.for_model(name))
+    return compile_for_training(model, config, steps)
 
 
 def _images_per_s(fit, images: int) -> float:
@@ -66,38 +80,38 @@ def _images_per_s(fit, images: int) -> float:
     return images / statistics.median(timer.seconds[1:])
 
 
+def _slice(count: int):
+    splits = make_splits(load_fashion_mnist(), DataConfig(train_limit=20000), seed=0)
+    n = count * BATCH
+    return splits, splits.x_train[:n], splits.y_train[:n]
+
+
 def measure(name: str, deterministic: bool = False) -> dict:
     if deterministic:
-        import tensorflow as tf
-
         tf.config.experimental.enable_op_determinism()
-    raw = load_fashion_mnist()
-    splits = make_splits(raw, DataConfig(train_limit=20000), seed=0)
-    n = BATCHES[name] * BATCH
-    x, y = splits.x_train[:n], splits.y_train[:n]
-    epochs = 1 + REPEATS
+    splits, x, y = _slice(BATCHES[name])
+    n, epochs = len(y), 1 + REPEATS
 
     def project(augment: bool, jit: bool, precision: str = "float32"):
-        augmenter = build_augmenter(AugmentConfig(), seed=0) if augment else None
-        ds = make_dataset(x, y, BATCH, training=True, augmenter=augmenter, seed=0)
-        model = _compiled(name, splits.spec, jit, precision)
+        ds = make_dataset(x, y, BATCH, training=True, seed=0)
+        model = _compiled(name, splits.spec, _config(augment, jit, precision), BATCHES[name])
         return lambda cb: model.fit(ds, epochs=epochs, callbacks=[cb], verbose=0, shuffle=False)
 
     def baseline(cb):
-        model = _compiled(name, splits.spec, False)
-        xf = x.astype(np.float32)
-        model.fit(xf, y, batch_size=BATCH, epochs=epochs, callbacks=[cb], verbose=0)
+        model = _compiled(name, splits.spec, _config(False), BATCHES[name])
+        model.fit(x.astype(np.float32), y, batch_size=BATCH, epochs=epochs, callbacks=[cb],
+                  verbose=0)  # fmt: skip
 
     if deterministic:
         return {
             "model": name,
             "pipeline_augment_deterministic": _images_per_s(project(True, False), n),
         }
-    macs = totals(describe(_compiled(name, splits.spec, False)))["macs_per_image"]
+    model = build_model(name, splits.spec, **_config(False).for_model(name))
     result = {
         "model": name,
         "images": n,
-        "macs_per_image": macs,
+        "macs_per_image": totals(describe(model))["macs_per_image"],
         "baseline_numpy_fit": _images_per_s(baseline, n),
         "pipeline_no_augment": _images_per_s(project(False, False), n),
         "pipeline_no_augment_xla": _images_per_s(project(False, True), n),
@@ -108,5 +122,65 @@ def measure(name: str, deterministic: bool = False) -> dict:
     return result
 
 
+def keras_layer_augmentation(config: AugmentConfig, seed: int = 0) -> keras.layers.Pipeline:
+    """The augmentation the zoo replaced: one Keras preprocessing layer per transform, mapped
+    over batches in `tf.data` (the project's loop until the zoo profile), with the same
+    factors as `config`."""
+    t = config.translate
+    layers = [
+        keras.layers.RandomFlip("horizontal", seed=seed),
+        keras.layers.RandomTranslation(t, t, fill_mode="constant", seed=seed + 1),
+        keras.layers.RandomContrast(config.contrast, seed=seed + 4),
+        keras.layers.RandomBrightness(config.brightness, value_range=(0, 255), seed=seed + 5),
+        keras.layers.RandomErasing(factor=config.erasing, scale=(0.02, 0.25), seed=seed + 6),
+    ]
+    return keras.layers.Pipeline(layers, name="keras_layer_augmentation")
+
+
+def measure_zoo(name: str) -> dict:
+    """The zoo profile's model and loop, four ways, timed in turn so that they share the
+    machine's load: no augmentation; the old per-layer Keras augmentation in tf.data; the
+    batch augmentation in the training graph (what the zoo runs); and that with Keras' own
+    batch norm instead of the fused kernel. Median of REPEATS epochs each, after a warm-up."""
+    zoo = load_config(paths.CONFIG_DIR / "zoo.yaml")
+    splits, x, y = _slice(ZOO_BATCHES[name])
+    plain = make_dataset(x, y, BATCH, training=True, seed=0)
+    old = keras_layer_augmentation(zoo.augment)
+    old_ds = plain.map(
+        lambda img, label: (old(img, training=True), label), num_parallel_calls=tf.data.AUTOTUNE
+    ).prefetch(tf.data.AUTOTUNE)
+    no_augment = dataclasses.replace(zoo, augment=AugmentConfig(enabled=False))
+    variants = {  # name: (config, dataset, fused batch norm)
+        "zoo_no_augment": (no_augment, plain, True),
+        "zoo_tfdata_keras_layers": (no_augment, old_ds, True),
+        "zoo_in_graph": (zoo, plain, True),
+        "zoo_in_graph_keras_bn": (zoo, plain, False),
+    }
+    models = {}
+    for key, (config, ds, fused) in variants.items():
+        models[key] = _compiled(name, splits.spec, config, ZOO_BATCHES[name])
+        with fused_batch_norm(fused):
+            models[key].fit(ds, epochs=1, verbose=0, shuffle=False)  # traces the step
+    seconds: dict[str, list[float]] = {key: [] for key in variants}
+    for _repeat in range(REPEATS):
+        for key, (_, ds, fused) in variants.items():
+            start = time.perf_counter()
+            with fused_batch_norm(fused):
+                models[key].fit(ds, epochs=1, verbose=0, shuffle=False)
+            seconds[key].append(time.perf_counter() - start)
+    return {
+        "model": name,
+        "zoo_macs_per_image": totals(describe(build_model(name, splits.spec,
+                                                          **zoo.for_model(name))))["macs_per_image"],
+        "zoo_precision": resolve(zoo.train.precision),
+        **{key: len(y) / statistics.median(s) for key, s in seconds.items()},
+    }  # fmt: skip
+
+
 if __name__ == "__main__":
-    print("BENCH " + json.dumps(measure(sys.argv[1], "--deterministic" in sys.argv)), flush=True)
+    model_name = sys.argv[1]
+    if "--zoo" in sys.argv:
+        figures = measure_zoo(model_name)
+    else:
+        figures = measure(model_name, "--deterministic" in sys.argv)
+    print("BENCH " + json.dumps(figures), flush=True)

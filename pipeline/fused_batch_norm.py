@@ -2,8 +2,10 @@
 
 Keras 3's `BatchNormalization` computes the batch statistics with separate mean, variance and
 normalisation ops (and as many in the backward pass). TensorFlow's `FusedBatchNormV3` does each
-direction in one kernel. On this project's 2-core CPU that trains the zoo 1.4-2.2x faster
-(docs/BENCHMARKS.md, `fused BN / Keras BN`).
+direction in one kernel. Measured once while sizing the zoo on a 2-core CPU, it trained the
+width-0.25 GoogLeNet at 543 instead of 322 images/s and NiN at 1,212 instead of 752;
+docs/BENCHMARKS.md has the benchmark's side-by-side figure (`fused BN / Keras BN`), which
+varies a lot between models and runs on a shared machine.
 
 `fused_batch_norm()` swaps the training-mode computation of every 4-D `BatchNormalization` for
 the fused kernel while a model's train step is traced, and restores Keras' own method on exit.
