@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import pandas as pd
 
 from pipeline import paths, tracking
-from pipeline.config import TrackingConfig
+from pipeline.config import AugmentConfig, TrackingConfig
 from pipeline.selection import CHAMPION_ALIAS
 
 #: Fashion-MNIST test accuracy published for the same architectures, and the project's target
@@ -86,12 +86,12 @@ def recipe(run: pd.Series) -> str:
         parts.append("BN")
     parts.append(f"dropout {_param(run, 'model.dropout', model)}")
     if _param(run, "augment.enabled") == "True":
-        flags = [("flip", "flip")] if _param(run, "augment.flip") == "True" else []
-        for key in ("translate", "zoom", "rotation", "contrast", "brightness", "erasing"):
+        flags = ["flip"] if _param(run, "augment.flip") == "True" else []
+        for key in AugmentConfig.FACTORS:
             value = _param(run, f"augment.{key}")
             if value not in (None, "0.0", "0"):
-                flags.append((key, f"{key} {value}"))
-        parts.append("+".join(text for _, text in flags))
+                flags.append(f"{key} {value}")
+        parts.append("+".join(flags))
     smoothing = _param(run, "train.label_smoothing")
     if smoothing not in (None, "0.0"):
         parts.append(f"label smoothing {smoothing}")
@@ -106,7 +106,7 @@ def recipe(run: pd.Series) -> str:
 
 
 def sweep_times(best: pd.DataFrame) -> list[str]:
-    """One line per sweep behind the rows: its models and its wall time, start to end."""
+    """One line per sweep behind the rows: the rows it holds and its wall time, start to end."""
     client = tracking.client()
     lines = []
     for parent_id in best["tags.mlflow.parentRunId"].dropna().unique():

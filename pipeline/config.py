@@ -74,8 +74,18 @@ class AugmentConfig:
     #: Probability of random erasing: one rectangle of 2-25% of the image set to noise.
     erasing: float = 0.0
 
+    #: The transforms with a strength in [0, 1); 0 turns one off.
+    FACTORS: typing.ClassVar = (
+        "translate",
+        "zoom",
+        "rotation",
+        "contrast",
+        "brightness",
+        "erasing",
+    )
+
     def __post_init__(self) -> None:
-        for key in ("translate", "zoom", "rotation", "contrast", "brightness", "erasing"):
+        for key in self.FACTORS:
             _check(0.0 <= getattr(self, key) < 1.0, f"augment.{key}", "must be in [0, 1)")
 
 

@@ -11,8 +11,8 @@ varies a lot between models and runs on a shared machine.
 the fused kernel while a model's train step is traced, and restores Keras' own method on exit.
 The layer's class, variables and saved form do not change, so a trained model is a plain Keras
 model: inference, evaluation and serving use Keras' own code. The moving statistics are updated
-exactly as Keras does (biased batch variance, the layer's momentum); tests/test_models.py checks
-outputs, gradients and moving statistics against Keras' path.
+exactly as Keras does (biased batch variance, the layer's momentum);
+tests/test_fused_batch_norm.py checks outputs, gradients and moving statistics against Keras'.
 """
 
 from __future__ import annotations

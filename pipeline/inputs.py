@@ -1,7 +1,7 @@
 """tf.data input pipelines: cast, cache, shuffle, batch, prefetch.
 
 Augmentation is not here: it runs on whole batches inside the training graph
-(`pipeline/augment.py`), where it costs a fraction of what it cost as a `tf.data` map.
+(`pipeline/augment.py`).
 """
 
 from __future__ import annotations
