@@ -20,6 +20,8 @@ from pipeline.errors import ConfigError
 from pipeline.precision import PRECISIONS
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+#: The sections a `per_model` entry may change; data and tracking are the sweep's.
+PER_MODEL_SECTIONS = ("augment", "model", "train")
 SCHEDULES = ("constant", "cosine")
 
 
@@ -171,6 +173,9 @@ class Config:
     models: tuple[str, ...] = ("lenet", "vgg")
     #: Per-architecture options, e.g. {vgg: {preset: vgg11}, lenet: {classic: true}}.
     model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Per-architecture recipe: values of the augment, model and train sections that differ
+    #: for one model, e.g. {lenet: {augment: {erasing: 0}, train: {batch_size: 256}}}.
+    per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -186,6 +191,36 @@ class Config:
         # whichever subset of its models `MODELS=...` picks.
         for name in {*self.models, *self.model_options}:
             check_model_options(name, self.model_options.get(name, {}))
+        for name in self.per_model:
+            check_model_options(name, {})  # the name must be an architecture
+            self.for_run(name)
+
+    def for_run(self, name: str) -> Config:
+        """The configuration model `name` trains with: its `per_model` values in place of the
+        shared ones. Its `per_model` is empty, so its `flat()` is exactly that recipe."""
+        own = self.per_model.get(name, {})
+        prefix = f"per_model.{name}."
+        if not isinstance(own, dict):
+            raise ConfigError(f"config key '{prefix.rstrip('.')}' must be a mapping")
+        sections: dict[str, Any] = {}
+        for section, values in own.items():
+            if section not in PER_MODEL_SECTIONS:
+                raise ConfigError(
+                    f"unknown config key '{prefix}{section}'; per_model takes {PER_MODEL_SECTIONS}"
+                )
+            shared = dataclasses.asdict(getattr(self, section))
+            try:
+                sections[section] = _build(
+                    type(getattr(self, section)),
+                    {**shared, **(values or {})},
+                    f"{prefix}{section}.",
+                )
+            except ConfigError as exc:  # a range check names the shared key: name this one
+                message = str(exc)
+                if f"'{prefix}" not in message:
+                    message = message.replace("config key '", f"config key '{prefix}", 1)
+                raise ConfigError(message) from None
+        return dataclasses.replace(self, per_model={}, **sections)
 
     def for_model(self, name: str) -> dict[str, Any]:
         """Keyword arguments of the architecture builder for `name`."""

@@ -242,6 +242,7 @@ def train_model(
     resume_run_id: str | None = None,
 ) -> RunResult:
     """Train, evaluate and log one architecture as a nested run (resumed if `resume_run_id`)."""
+    config = config.for_run(name)  # its own recipe, and what its run logs as params
     t = config.train
     keras.utils.set_random_seed(t.seed)
     spec = splits.spec

@@ -50,6 +50,22 @@ def test_overrides_are_typed_and_nested():
     assert config.augment.flip is False
 
 
+def test_per_model_values_replace_the_shared_ones_for_that_model_only():
+    config = load_config(
+        paths.CONFIG_DIR / "zoo.yaml",
+        ["per_model.vgg.train.batch_size=64", "per_model.vgg.augment.erasing=0"],
+    )
+    vgg, nin = config.for_run("vgg"), config.for_run("nin")
+    assert (vgg.train.batch_size, vgg.augment.erasing) == (64, 0.0)
+    assert (nin.train.batch_size, nin.augment.erasing) == (
+        config.train.batch_size,
+        config.augment.erasing,
+    )
+    assert vgg.train.epochs == config.train.epochs  # keys not named stay shared
+    # What a run logs is its own recipe, with no per_model left to read it against.
+    assert vgg.flat()["train.batch_size"] == 64 and vgg.per_model == {}
+
+
 def test_integer_is_accepted_for_a_float():
     assert load_config(None, ["train.learning_rate=1"]).train.learning_rate == 1.0
 
@@ -75,6 +91,10 @@ def test_flat_has_every_dotted_key():
         (["train.epochs"], "must look like key=value"),
         (["augment.zoom=2"], "config key 'augment.zoom' must be in [0, 1)"),
         (["train.precision=float8"], "config key 'train.precision' must be one of"),
+        (["per_model.lenet.train.epochs=0"], "config key 'per_model.lenet.train.epochs' must"),
+        (["per_model.lenet.train.epoch=3"], "did you mean 'per_model.lenet.train.epochs'?"),
+        (["per_model.lenet.data.train_limit=9"], "per_model takes ('augment', 'model', 'train')"),
+        (["per_model.resnet.train.epochs=3"], "unknown model 'resnet'"),
     ],
 )
 def test_bad_values_name_the_key(overrides, message):

@@ -58,11 +58,13 @@ def test_sweep_creates_runs_params_and_per_epoch_metrics(sweep):
     client = use_store(sweep)
     runs = children(client, sweep)
     assert sorted(r.data.tags["model"] for r in runs) == ["lenet", "vgg"]
-    epochs = sweep["config"].train.epochs
     for run in runs:
         assert run.info.status == "FINISHED"
         params = run.data.params
+        # Each run trains and logs its own recipe: LeNet's per_model epochs, VGG the shared.
+        epochs = {"lenet": 3, "vgg": sweep["config"].train.epochs}[run.data.tags["model"]]
         assert params["train.epochs"] == str(epochs)
+        assert run.data.metrics["epochs_trained"] == epochs
         assert params["data.dataset"] == "fashion_mnist"
         assert params["data.size.train"] == "1800" and params["data.size.test"] == "500"
         assert int(params["describe.params"]) == int(run.data.metrics["model_params"])

@@ -13,10 +13,16 @@ from pipeline.data import DataSpec
 from pipeline.describe import describe, totals
 from pipeline.fused_batch_norm import fused_batch_norm
 from pipeline.models import build_model
+from pipeline.precision import dtype_policy, resolve
 from pipeline.train import SmoothedSparseCrossentropy, compile_for_training
 
 ZOO = load_config(paths.CONFIG_DIR / "zoo.yaml")
 SPEC = DataSpec("fashion_mnist", (28, 28, 1), tuple("0123456789"), (0.286,), (0.353,))
+
+
+def zoo_model(name: str) -> keras.Model:
+    """`name` as the zoo builds it, with its own `per_model` values."""
+    return build_model(name, SPEC, **ZOO.for_run(name).for_model(name))
 
 
 def _layers(model: keras.Model, kind: type) -> list:
@@ -32,28 +38,28 @@ def test_zoo_trains_all_five_architectures_on_all_the_data():
 
 @pytest.mark.parametrize("name", ZOO.models)
 def test_each_zoo_model_is_sized_for_a_cpu(name):
-    model = build_model(name, SPEC, **ZOO.for_model(name))
+    model = zoo_model(name)
     assert totals(describe(model))["macs_per_image"] < 25_000_000
 
 
 def test_architectures_keep_their_papers_structure():
-    alexnet = build_model("alexnet", SPEC, **ZOO.for_model("alexnet"))
+    alexnet = zoo_model("alexnet")
     assert len(_layers(alexnet, keras.layers.Conv2D)) == 5
     pools = _layers(alexnet, keras.layers.MaxPooling2D)
     assert all(p.pool_size == (3, 3) and p.strides == (2, 2) for p in pools)  # overlapping
     assert len(_layers(alexnet, keras.layers.Dense)) == 3  # two wide FCs and the classifier
     assert len(_layers(alexnet, keras.layers.Dropout)) == 2
 
-    vgg = build_model("vgg", SPEC, **ZOO.for_model("vgg"))
+    vgg = zoo_model("vgg")
     assert {c.kernel_size for c in _layers(vgg, keras.layers.Conv2D)} == {(3, 3)}
 
-    nin = build_model("nin", SPEC, **ZOO.for_model("nin"))
+    nin = zoo_model("nin")
     assert not _layers(nin, keras.layers.Dense)
     assert isinstance(nin.layers[-1], keras.layers.GlobalAveragePooling2D)
     ones = [c for c in _layers(nin, keras.layers.Conv2D) if c.kernel_size == (1, 1)]
     assert len(ones) == 2 * 4  # two 1x1 convolutions (the mlpconv) after each spatial one
 
-    googlenet = build_model("googlenet", SPEC, **ZOO.for_model("googlenet"))
+    googlenet = zoo_model("googlenet")
     concats = _layers(googlenet, keras.layers.Concatenate)
     assert len(concats) == 9 and all(len(c.input) == 4 for c in concats)
     assert _layers(googlenet, keras.layers.GlobalAveragePooling2D)
@@ -62,8 +68,10 @@ def test_architectures_keep_their_papers_structure():
 @pytest.mark.parametrize("name", ZOO.models)
 def test_each_zoo_model_takes_a_training_step(name, fashion):
     keras.utils.set_random_seed(0)
-    model = build_model(name, SPEC, **ZOO.for_model(name))
-    trainable = compile_for_training(model, ZOO, steps_per_epoch=10)
+    recipe = ZOO.for_run(name)  # the model's own augmentation and training values
+    with dtype_policy(resolve(recipe.train.precision)):
+        model = build_model(name, SPEC, **recipe.for_model(name))
+    trainable = compile_for_training(model, recipe, steps_per_epoch=10)
     x, y = fashion.x_train[:32].astype(np.float32), fashion.y_train[:32]
     before = model.get_weights()
     with fused_batch_norm():  # two steps: the warm-up's first learning rate is 0
