@@ -52,22 +52,30 @@ def render_zoo(raw: dict) -> str:
         return ""
     z = pd.DataFrame(raw["zoo_training"])
     zoo_machine = raw.get("zoo_machine", raw["machine"])
+    none, old, new = "zoo_no_augment", "zoo_tfdata_keras_layers", "zoo_in_graph"
+    ratios = {  # column: (key of the paired ratio, numerator, denominator)
+        "old augment / none": ("old_augment_over_none", old, none),
+        "new augment / none": ("new_augment_over_none", new, none),
+        "new / old augment": ("new_over_old_augment", new, old),
+        "fused BN / Keras BN": ("fused_over_keras_bn", new, "zoo_in_graph_keras_bn"),
+    }
+    for column, (key, numerator, denominator) in ratios.items():
+        # Figures from before the paired rounds carry only the medians' ratio.
+        medians = z[numerator] / z[denominator]
+        z[column] = z[key].fillna(medians) if key in z else medians
     same_work = z[z["model"] == "googlenet"]
     noise = "unmeasured"
     if not same_work.empty:
-        row = same_work.iloc[0]
-        noise = f"{row['zoo_in_graph'] / row['zoo_in_graph_keras_bn']:.2f}"
+        noise = f"{same_work.iloc[0]['fused BN / Keras BN']:.3f}"
+    rounds = int(z["zoo_rounds"].max()) if "zoo_rounds" in z else 3
     machine_note = (
         "" if zoo_machine == raw["machine"] else " (not the machine of the sections above)"
     )
-    z["old augment / none"] = z["zoo_tfdata_keras_layers"] / z["zoo_no_augment"]
-    z["new augment / none"] = z["zoo_in_graph"] / z["zoo_no_augment"]
-    z["new / old augment"] = z["zoo_in_graph"] / z["zoo_tfdata_keras_layers"]
-    z["fused BN / Keras BN"] = z["zoo_in_graph"] / z["zoo_in_graph_keras_bn"]
     table = z.rename(
         columns={
             "zoo_macs_per_image": "MACs/image",
             "zoo_precision": "precision",
+            "zoo_batch_size": "batch",
             "zoo_no_augment": "no augment",
             "zoo_tfdata_keras_layers": "old: Keras layers in tf.data",
             "zoo_in_graph": "new: batch layer in graph",
@@ -80,21 +88,24 @@ def render_zoo(raw: dict) -> str:
 Machine: {zoo_machine["cores"]} cores, {zoo_machine["cpu"]}; GPU: {zoo_machine["gpu"]}; float32
 matrix-multiply peak {raw.get("zoo_peak", raw["peak"]):.0f} GFLOP/s{machine_note}.
 
-Each architecture as `configs/zoo.yaml` builds it (width, batch norm, precision) and as
-`pipeline train` compiles it, trained four ways whose epochs are timed in turn (median of
-{3} each, after a warm-up epoch), so that all four share the machine's load:
+Each architecture as `configs/zoo.yaml` builds it (width, batch norm, precision, batch size,
+with its `per_model` recipe) and as `pipeline train` compiles it, trained four ways:
 `no augment`; `old`, the augmentation the project used before the zoo profile, one Keras
 preprocessing layer per transform (flip, translation, contrast, brightness, erasing) mapped
 over batches in `tf.data`; `new`, one `BatchAugment` layer in front of the model in the
 training graph, drawing every random factor for the batch at once (flip, translation,
 contrast, brightness, erasing; `pipeline/augment.py`), which is what `make train` runs; and
 `new, Keras BN`, the same with Keras' own batch norm instead of TensorFlow's fused kernel
-(`pipeline/fused_batch_norm.py`). GoogLeNet is trained without batch norm in the zoo, so its
-last two columns do the same work: their ratio, {noise}, is this run's noise, and a ratio
-nearer 1 than that settles nothing. The issue's aim is `new augment / none` >= 0.85.
+(`pipeline/fused_batch_norm.py`). After a warm-up epoch each, the four take turns for
+{rounds} rounds of one epoch each, in reverse order every other round, so that the shared
+machine's slow spells weigh on all four alike. The images/s columns are medians over the
+rounds; each ratio is the median over rounds of that round's ratio. GoogLeNet is trained
+without batch norm in the zoo, so its last two variants do the same work: their ratio,
+{noise}, gauges this run's noise. The issue's aim is `new augment / none` >= 0.85.
 
 {_tidy(table[[
-        "model", "MACs/image", "precision", "no augment", "old: Keras layers in tf.data",
+        "model", "MACs/image", "precision", *(["batch"] if "batch" in table else []),
+        "no augment", "old: Keras layers in tf.data",
         "new: batch layer in graph", "new, Keras BN", "old augment / none",
         "new augment / none", "new / old augment", "fused BN / Keras BN",
     ]]).to_markdown(index=False)}

@@ -38,8 +38,10 @@ BATCH = 128
 #: Batches per timed epoch, by model cost, so each measurement takes seconds, not minutes.
 BATCHES = {"lenet": 120, "vgg": 30, "nin": 8, "alexnet": 8, "googlenet": 6}
 #: The same for the zoo's narrower models.
-ZOO_BATCHES = {"lenet": 120, "vgg": 40, "alexnet": 40, "nin": 30, "googlenet": 20}
+ZOO_BATCHES = {"lenet": 120, "vgg": 60, "alexnet": 60, "nin": 40, "googlenet": 30}
 REPEATS = 3
+#: Rounds of the zoo comparison, each timing one epoch of every variant.
+ZOO_ROUNDS = 6
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -138,13 +140,16 @@ def keras_layer_augmentation(config: AugmentConfig, seed: int = 0) -> keras.laye
 
 
 def measure_zoo(name: str) -> dict:
-    """The zoo profile's model and loop, four ways, timed in turn so that they share the
-    machine's load: no augmentation; the old per-layer Keras augmentation in tf.data; the
-    batch augmentation in the training graph (what the zoo runs); and that with Keras' own
-    batch norm instead of the fused kernel. Median of REPEATS epochs each, after a warm-up."""
-    zoo = load_config(paths.CONFIG_DIR / "zoo.yaml")
+    """The zoo profile's model and loop, four ways: no augmentation; the old per-layer Keras
+    augmentation in tf.data; the batch augmentation in the training graph (what the zoo runs);
+    and that with Keras' own batch norm instead of the fused kernel.
+
+    After a warm-up epoch each, the four take turns for ZOO_ROUNDS rounds, in reverse order
+    every other round, so that a slow spell of the shared machine or a position in the round
+    weighs on all four alike. Each ratio is the median over rounds of that round's ratio."""
+    zoo = load_config(paths.CONFIG_DIR / "zoo.yaml").for_run(name)  # the model's own recipe
     splits, x, y = _slice(ZOO_BATCHES[name])
-    plain = make_dataset(x, y, BATCH, training=True, seed=0)
+    plain = make_dataset(x, y, zoo.train.batch_size, training=True, seed=0)
     old = keras_layer_augmentation(zoo.augment)
     old_ds = plain.map(
         lambda img, label: (old(img, training=True), label), num_parallel_calls=tf.data.AUTOTUNE
@@ -162,18 +167,32 @@ def measure_zoo(name: str) -> dict:
         with fused_batch_norm(fused):
             models[key].fit(ds, epochs=1, verbose=0, shuffle=False)  # traces the step
     seconds: dict[str, list[float]] = {key: [] for key in variants}
-    for _repeat in range(REPEATS):
-        for key, (_, ds, fused) in variants.items():
+    for round_ in range(ZOO_ROUNDS):
+        order = list(variants) if round_ % 2 == 0 else list(variants)[::-1]
+        for key in order:
+            _, ds, fused = variants[key]
             start = time.perf_counter()
             with fused_batch_norm(fused):
                 models[key].fit(ds, epochs=1, verbose=0, shuffle=False)
             seconds[key].append(time.perf_counter() - start)
+
+    def paired(numerator: str, denominator: str) -> float:
+        """Median over rounds of images/s of `numerator` over `denominator`."""
+        pairs = zip(seconds[denominator], seconds[numerator], strict=True)
+        return statistics.median(d / n for d, n in pairs)
+
     return {
         "model": name,
         "zoo_macs_per_image": totals(describe(build_model(name, splits.spec,
                                                           **zoo.for_model(name))))["macs_per_image"],
         "zoo_precision": resolve(zoo.train.precision),
+        "zoo_batch_size": zoo.train.batch_size,
+        "zoo_rounds": ZOO_ROUNDS,
         **{key: len(y) / statistics.median(s) for key, s in seconds.items()},
+        "old_augment_over_none": paired("zoo_tfdata_keras_layers", "zoo_no_augment"),
+        "new_augment_over_none": paired("zoo_in_graph", "zoo_no_augment"),
+        "new_over_old_augment": paired("zoo_in_graph", "zoo_tfdata_keras_layers"),
+        "fused_over_keras_bn": paired("zoo_in_graph", "zoo_in_graph_keras_bn"),
     }  # fmt: skip
 
 
