@@ -99,8 +99,8 @@ def recipe(run: pd.Series) -> str:
     warmup = _param(run, "train.warmup_epochs")
     parts.append(
         f"{_param(run, 'train.optimizer')} lr {_param(run, 'train.learning_rate')}"
-        f" wd {_param(run, 'train.weight_decay')}, {schedule}"
-        + (f" with {warmup}-epoch warm-up" if warmup not in (None, "0") else "")
+        f" wd {_param(run, 'train.weight_decay')} batch {_param(run, 'train.batch_size')},"
+        f" {schedule}" + (f" with {warmup}-epoch warm-up" if warmup not in (None, "0") else "")
     )
     return ", ".join(parts)
 
@@ -121,6 +121,44 @@ def sweep_times(best: pd.DataFrame) -> list[str]:
             " its start to its end, data loading, training, evaluation and logging included"
         )
     return lines
+
+
+def latest_sweep_section(runs: pd.DataFrame, experiment_id: str) -> str:
+    """The newest finished sweep on all the data, every model of it: what one `make train`
+    gave, start to end, beside the targets."""
+    sweeps = runs["tags.mlflow.parentRunId"].dropna().unique()
+    parents = [tracking.client().get_run(p) for p in sweeps]
+    finished = [p for p in parents if p.info.status == "FINISHED" and p.info.end_time]
+    if not finished:
+        return ""
+    parent = max(finished, key=lambda p: p.info.start_time)
+    rows = runs[runs["tags.mlflow.parentRunId"] == parent.info.run_id]
+    order = [m for m in PUBLISHED if m in set(rows["tags.model"])]
+    rows = rows.set_index("tags.model").loc[order]
+    minutes = (parent.info.end_time - parent.info.start_time) / 60000
+    frame = pd.DataFrame(
+        {
+            "model": order,
+            "test accuracy": rows["metrics.test_accuracy"].round(4).to_numpy(),
+            "target": [PUBLISHED[m][1] for m in order],
+            "meets target": [
+                "yes" if a >= PUBLISHED[m][1] else "no"
+                for m, a in zip(order, rows["metrics.test_accuracy"], strict=True)
+            ],
+            "epochs": rows["metrics.epochs_trained"].astype(int).to_numpy(),
+            "fit time (min)": (rows["metrics.train_wall_seconds"] / 60).round(1).to_numpy(),
+        }
+    )
+    met = int((frame["meets target"] == "yes").sum())
+    return f"""## The latest sweep, every model of it
+
+Sweep `{parent.info.run_name}` (run `{parent.info.run_id}`), started
+{datetime.datetime.fromtimestamp(parent.info.start_time / 1000, datetime.UTC):%Y-%m-%d %H:%M} UTC:
+**{minutes:.1f} minutes** from its start to its end; {met} of {len(frame)} models meet their
+targets.
+
+{frame.to_markdown(index=False)}
+"""
 
 
 def table(best: pd.DataFrame) -> pd.DataFrame:
@@ -188,6 +226,7 @@ sweeps' whole times are below. "recipe" is read from each run's logged configura
 
 {sweeps}
 
+{latest_sweep_section(runs, experiment_id)}
 Champion: **{champion_run.data.tags["model"]}**, `{config.registered_model}` version
 {champion.version}, run `{champion.run_id}`, test accuracy {champion_accuracy:.4f}
 ({verdict} the champion target of {CHAMPION_TARGET}).
