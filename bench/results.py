@@ -105,60 +105,38 @@ def recipe(run: pd.Series) -> str:
     return ", ".join(parts)
 
 
-def sweep_times(best: pd.DataFrame) -> list[str]:
-    """One line per sweep behind the rows: the rows it holds and its wall time, start to end."""
+def sweep_sections(runs: pd.DataFrame) -> str:
+    """Every finished sweep on all the data, newest first, each model of it beside its target,
+    with the sweep's wall time from its start to its end: what one `make train` gave."""
     client = tracking.client()
-    lines = []
-    for parent_id in best["tags.mlflow.parentRunId"].dropna().unique():
-        parent = client.get_run(parent_id)
-        if parent.info.end_time is None:
-            continue
-        minutes = (parent.info.end_time - parent.info.start_time) / 60000
-        children = best[best["tags.mlflow.parentRunId"] == parent_id]["tags.model"]
-        lines.append(
-            f"- sweep `{parent.info.run_name}` (run `{parent_id}`; rows here:"
-            f" {', '.join(children)}): **{minutes:.1f} minutes** of wall time from"
-            " its start to its end, data loading, training, evaluation and logging included"
-        )
-    return lines
-
-
-def latest_sweep_section(runs: pd.DataFrame, experiment_id: str) -> str:
-    """The newest finished sweep on all the data, every model of it: what one `make train`
-    gave, start to end, beside the targets."""
-    sweeps = runs["tags.mlflow.parentRunId"].dropna().unique()
-    parents = [tracking.client().get_run(p) for p in sweeps]
+    parents = [client.get_run(p) for p in runs["tags.mlflow.parentRunId"].dropna().unique()]
     finished = [p for p in parents if p.info.status == "FINISHED" and p.info.end_time]
-    if not finished:
-        return ""
-    parent = max(finished, key=lambda p: p.info.start_time)
-    rows = runs[runs["tags.mlflow.parentRunId"] == parent.info.run_id]
-    order = [m for m in PUBLISHED if m in set(rows["tags.model"])]
-    rows = rows.set_index("tags.model").loc[order]
-    minutes = (parent.info.end_time - parent.info.start_time) / 60000
-    frame = pd.DataFrame(
-        {
-            "model": order,
-            "test accuracy": rows["metrics.test_accuracy"].round(4).to_numpy(),
-            "target": [PUBLISHED[m][1] for m in order],
-            "meets target": [
-                "yes" if a >= PUBLISHED[m][1] else "no"
-                for m, a in zip(order, rows["metrics.test_accuracy"], strict=True)
-            ],
-            "epochs": rows["metrics.epochs_trained"].astype(int).to_numpy(),
-            "fit time (min)": (rows["metrics.train_wall_seconds"] / 60).round(1).to_numpy(),
-        }
-    )
-    met = int((frame["meets target"] == "yes").sum())
-    return f"""## The latest sweep, every model of it
-
-Sweep `{parent.info.run_name}` (run `{parent.info.run_id}`), started
-{datetime.datetime.fromtimestamp(parent.info.start_time / 1000, datetime.UTC):%Y-%m-%d %H:%M} UTC:
-**{minutes:.1f} minutes** from its start to its end; {met} of {len(frame)} models meet their
-targets.
-
-{frame.to_markdown(index=False)}
-"""
+    sections = []
+    for parent in sorted(finished, key=lambda p: p.info.start_time, reverse=True):
+        rows = runs[runs["tags.mlflow.parentRunId"] == parent.info.run_id]
+        order = [m for m in PUBLISHED if m in set(rows["tags.model"])]
+        rows = rows.set_index("tags.model").loc[order]
+        targets = pd.Series({m: PUBLISHED[m][1] for m in order})
+        accuracy = rows["metrics.test_accuracy"]
+        frame = pd.DataFrame(
+            {
+                "test accuracy": accuracy.round(4),
+                "target": targets,
+                "meets target": (accuracy >= targets).map({True: "yes", False: "no"}),
+                "epochs": rows["metrics.epochs_trained"].astype(int),
+                "fit time (min)": (rows["metrics.train_wall_seconds"] / 60).round(1),
+            }
+        ).rename_axis("model")
+        started = datetime.datetime.fromtimestamp(parent.info.start_time / 1000, datetime.UTC)
+        minutes = (parent.info.end_time - parent.info.start_time) / 60000
+        sections.append(
+            f"### Sweep `{parent.info.run_name}`, started {started:%Y-%m-%d %H:%M} UTC\n\n"
+            f"Run `{parent.info.run_id}`: **{minutes:.1f} minutes** from its start to its end"
+            " (data loading, training, evaluation and logging included);"
+            f" {int((frame['meets target'] == 'yes').sum())} of {len(frame)} models meet"
+            f" their targets.\n\n{frame.to_markdown()}\n"
+        )
+    return "\n".join(sections)
 
 
 def table(best: pd.DataFrame) -> pd.DataFrame:
@@ -210,7 +188,6 @@ def main() -> None:
         )
         shutil.copy(downloaded, image)
     champion_accuracy = champion_run.data.metrics["test_accuracy"]
-    sweeps = "\n".join(sweep_times(best_per_model(runs)))
     verdict = "meets" if champion_accuracy >= CHAMPION_TARGET else "does not meet"
     text = f"""# Results on the Fashion-MNIST test set
 
@@ -224,15 +201,15 @@ sweeps' whole times are below. "recipe" is read from each run's logged configura
 
 {results.to_markdown(index=False)}
 
-{sweeps}
-
-{latest_sweep_section(runs, experiment_id)}
 Champion: **{champion_run.data.tags["model"]}**, `{config.registered_model}` version
 {champion.version}, run `{champion.run_id}`, test accuracy {champion_accuracy:.4f}
 ({verdict} the champion target of {CHAMPION_TARGET}).
 
 ![confusion matrix of the champion](champion_confusion_matrix.png)
-"""
+
+## Every sweep on all the data, model by model
+
+{sweep_sections(runs)}"""
     (paths.DOCS_DIR / "RESULTS.md").write_text(text)
     print(f"wrote {paths.DOCS_DIR / 'RESULTS.md'}")
 

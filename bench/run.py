@@ -52,22 +52,19 @@ def render_zoo(raw: dict) -> str:
         return ""
     z = pd.DataFrame(raw["zoo_training"])
     zoo_machine = raw.get("zoo_machine", raw["machine"])
-    none, old, new = "zoo_no_augment", "zoo_tfdata_keras_layers", "zoo_in_graph"
-    ratios = {  # column: (key of the paired ratio, numerator, denominator)
-        "old augment / none": ("old_augment_over_none", old, none),
-        "new augment / none": ("new_augment_over_none", new, none),
-        "new / old augment": ("new_over_old_augment", new, old),
-        "fused BN / Keras BN": ("fused_over_keras_bn", new, "zoo_in_graph_keras_bn"),
+    ratios = {  # column: the median over rounds of that round's ratio (bench/training.py)
+        "old augment / none": "old_augment_over_none",
+        "new augment / none": "new_augment_over_none",
+        "new / old augment": "new_over_old_augment",
+        "fused BN / Keras BN": "fused_over_keras_bn",
     }
-    for column, (key, numerator, denominator) in ratios.items():
-        # Figures from before the paired rounds carry only the medians' ratio.
-        medians = z[numerator] / z[denominator]
-        z[column] = z[key].fillna(medians) if key in z else medians
+    for column, key in ratios.items():
+        z[column] = z[key]
     same_work = z[z["model"] == "googlenet"]
     noise = "unmeasured"
     if not same_work.empty:
         noise = f"{same_work.iloc[0]['fused BN / Keras BN']:.3f}"
-    rounds = int(z["zoo_rounds"].max()) if "zoo_rounds" in z else 3
+    rounds = int(z["zoo_rounds"].max())
     machine_note = (
         "" if zoo_machine == raw["machine"] else " (not the machine of the sections above)"
     )
@@ -104,7 +101,7 @@ without batch norm in the zoo, so its last two variants do the same work: their 
 {noise}, gauges this run's noise. The issue's aim is `new augment / none` >= 0.85.
 
 {_tidy(table[[
-        "model", "MACs/image", "precision", *(["batch"] if "batch" in table else []),
+        "model", "MACs/image", "precision", "batch",
         "no augment", "old: Keras layers in tf.data",
         "new: batch layer in graph", "new, Keras BN", "old augment / none",
         "new augment / none", "new / old augment", "fused BN / Keras BN",

@@ -37,7 +37,8 @@ from pipeline.train import compile_for_training
 BATCH = 128
 #: Batches per timed epoch, by model cost, so each measurement takes seconds, not minutes.
 BATCHES = {"lenet": 120, "vgg": 30, "nin": 8, "alexnet": 8, "googlenet": 6}
-#: The same for the zoo's narrower models.
+#: The same for the zoo's narrower models, in batches of BATCH images (a model whose zoo
+#: recipe trains in larger batches takes fewer, larger steps over the same images).
 ZOO_BATCHES = {"lenet": 120, "vgg": 60, "alexnet": 60, "nin": 40, "googlenet": 30}
 REPEATS = 3
 #: Rounds of the zoo comparison, each timing one epoch of every variant.

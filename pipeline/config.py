@@ -20,8 +20,9 @@ from pipeline.errors import ConfigError
 from pipeline.precision import PRECISIONS
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-#: The sections a `per_model` entry may change; data and tracking are the sweep's.
-PER_MODEL_SECTIONS = ("augment", "model", "train")
+#: The sections a `per_model` entry may change. Data and tracking are the sweep's; a model's
+#: own `model.*` values (width, dropout, ...) go in `model_options.<model>`, as before.
+PER_MODEL_SECTIONS = ("augment", "train")
 SCHEDULES = ("constant", "cosine")
 
 
@@ -173,8 +174,8 @@ class Config:
     models: tuple[str, ...] = ("lenet", "vgg")
     #: Per-architecture options, e.g. {vgg: {preset: vgg11}, lenet: {classic: true}}.
     model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: Per-architecture recipe: values of the augment, model and train sections that differ
-    #: for one model, e.g. {lenet: {augment: {erasing: 0}, train: {batch_size: 256}}}.
+    #: Per-architecture recipe: values of the augment and train sections that differ for one
+    #: model, e.g. {lenet: {augment: {erasing: 0}, train: {batch_size: 256}}}.
     per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

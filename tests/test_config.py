@@ -93,7 +93,7 @@ def test_flat_has_every_dotted_key():
         (["train.precision=float8"], "config key 'train.precision' must be one of"),
         (["per_model.lenet.train.epochs=0"], "config key 'per_model.lenet.train.epochs' must"),
         (["per_model.lenet.train.epoch=3"], "did you mean 'per_model.lenet.train.epochs'?"),
-        (["per_model.lenet.data.train_limit=9"], "per_model takes ('augment', 'model', 'train')"),
+        (["per_model.lenet.data.train_limit=9"], "per_model takes ('augment', 'train')"),
         (["per_model.resnet.train.epochs=3"], "unknown model 'resnet'"),
     ],
 )
