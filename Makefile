@@ -22,7 +22,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 BENTOFILE := $(if $(filter 1,$(GPU)),bentofile.gpu.yaml,bentofile.yaml)
 MODELS_OVERRIDE := $(if $(MODELS),models=[$(MODELS)])
 
-.PHONY: help setup data train ui serve bento containerize bench bench-serving bench-training bench-zoo results test lint format clean
+.PHONY: help setup data train ui serve bento containerize bench bench-serving bench-training bench-zoo bench-soak results test lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-13s %s\n", $$1, $$2}'
@@ -69,7 +69,7 @@ containerize: bento ## Build the container image (needs a Docker engine)
 bench: setup ## Training and serving benchmarks -> docs/BENCHMARKS.md
 	$(BIN)/python -m bench.run
 
-bench-serving: setup ## Serving benchmarks again, keeping the training figures -> docs/BENCHMARKS.md
+bench-serving: setup ## Serving benchmarks again (throughput, after load, MLflow peer), keeping the rest
 	$(BIN)/python -m bench.run --serving
 
 bench-training: setup ## Training benchmarks again, keeping the serving figures -> docs/BENCHMARKS.md
@@ -77,6 +77,9 @@ bench-training: setup ## Training benchmarks again, keeping the serving figures 
 
 bench-zoo: setup ## The zoo loop's augmentation and batch-norm benchmark again, keeping the rest
 	$(BIN)/python -m bench.run --zoo
+
+bench-soak: setup ## The 10-minute serving soak again, keeping the rest -> docs/BENCHMARKS.md
+	$(BIN)/python -m bench.run --soak
 
 results: setup ## Regenerate docs/RESULTS.md from the MLflow runs
 	$(BIN)/python -m bench.results

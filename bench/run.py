@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pandas as pd
 
-from bench import serving
+from bench import history, peer, serving, soak
 from bench.machine import describe_machine, matmul_peak_gflops
 from pipeline import paths
 
@@ -222,6 +222,16 @@ def render(raw: dict) -> str:
     memory = pd.DataFrame(serve["memory"]).T
 
     fmt = lambda df: _tidy(df).to_markdown(index=False)  # noqa: E731
+    batcher_text = (
+        "in the eager batcher (`serving/batching.py`)"
+        if serve.get("batcher") == "eager"
+        else "in BentoML's adaptive (CORK) dispatcher"
+    )
+    after_load = "".join(
+        f"\n{module.render(raw[key])}"
+        for key, module in (("history", history), ("peer", peer), ("soak", soak))
+        if key in raw
+    )
     augment_note = (
         ""
         if raw.get("augment_in_graph")
@@ -270,7 +280,7 @@ Served models:
 Each model is served by `bentoml serve` with one worker process, which decodes and validates
 requests and holds the model: on 2 cores a second worker would only contend with the first and
 with wrk for the same cores (each worker also holds its own copy of the model). `batched`
-merges concurrent requests into one model call in BentoML's adaptive (CORK) dispatcher,
+merges concurrent requests into one model call {batcher_text},
 `unbatched` calls the model once per request. Each concurrency runs the four endpoints in
 turn, {serving.REPEATS} times. `vs no-op` is requests/s over the no-op endpoint's, same server,
 same concurrency: the HTTP ceiling. `classify` requests are multipart uploads of Fashion-MNIST
@@ -314,7 +324,7 @@ Peak RSS (MiB) of the serving processes after each server's runs:
 Share of peak is an estimate: training FLOPs are taken as 3x the forward pass, and the "peak"
 is NumPy's float32 GEMM, which TensorFlow's oneDNN convolutions can exceed. The machine is
 shared, so single figures move by tens of percent between runs; compare within a row.
-"""
+{after_load}"""
 
 
 def _serving_summary(s: pd.DataFrame) -> pd.DataFrame:
@@ -343,9 +353,10 @@ RAW = paths.DOCS_DIR / "benchmarks.json"
 def main() -> None:
     """Measure and write the raw figures and the document.
 
-    `--render` re-renders the JSON; `--serving` measures serving again and keeps the training
-    figures (about 20 minutes on 2 cores); `--training` does the reverse; `--zoo` measures
-    only the zoo loop's augmentation and batch norm (about 10 minutes).
+    `--render` re-renders the JSON; `--serving` measures serving again (throughput, latency
+    after load, MLflow's server as a peer) and keeps the training figures (about 40 minutes
+    on 2 cores); `--training` does the reverse; `--zoo` measures only the zoo loop's
+    augmentation and batch norm (about 10 minutes); `--soak` only the 10-minute soak.
     """
     if "--render" in sys.argv:
         raw = json.loads(RAW.read_text())
@@ -354,13 +365,13 @@ def main() -> None:
         peak = matmul_peak_gflops()
         print(f"machine: {machine}, matmul peak {peak:.0f} GFLOP/s", flush=True)
         today = datetime.date.today().isoformat()
-        partial = {"--serving", "--training", "--zoo"} & set(sys.argv)
+        partial = {"--serving", "--training", "--zoo", "--soak"} & set(sys.argv)
         if partial:
             raw = json.loads(RAW.read_text())
             # The zoo section carries its own machine; the others must share one.
             if raw["machine"] != machine and "--zoo" not in sys.argv:
                 raise SystemExit("benchmarks.json is from another machine: run `make bench`")
-        if "--serving" not in sys.argv and "--zoo" not in sys.argv:
+        if not {"--serving", "--zoo", "--soak"} & set(sys.argv):
             raw = {
                 **(raw if partial else {}),
                 "date": today,
@@ -378,11 +389,16 @@ def main() -> None:
             }
         if not partial or "--serving" in sys.argv:
             models = served_models()
+            champion = next(iter(models.values()))
             raw |= {
-                "serving": serving.run(models),
+                "serving": {**serving.run(models), "batcher": "eager"},
+                "history": history.run(champion),
+                "peer": peer.run(champion),
                 "serving_date": today,
                 "served": _describe_served(models),
             }
+        if not partial or "--soak" in sys.argv:
+            raw |= {"soak": soak.run(next(iter(served_models().values())))}
         paths.DOCS_DIR.mkdir(exist_ok=True)
         RAW.write_text(json.dumps(raw, indent=1))
     out = paths.DOCS_DIR / "BENCHMARKS.md"

@@ -1,9 +1,9 @@
 """Serving throughput and latency under wrk (a load generator that costs the server little CPU).
 
 Starts `bentoml serve` on 127.0.0.1 for each model given (the champion, and the LeNet the
-issue's orientation figures used), batched and unbatched, and drives the no-op endpoint (the
-HTTP ceiling), classify with 1 and with 64 PNG files per request, and the same 64 images as a
-JSON array, at several concurrencies.
+issue's orientation figures used), batched (the eager batcher) and unbatched, and drives the
+no-op endpoint (the HTTP ceiling), classify with 1 and with 64 PNG files per request, and the
+same 64 images as a JSON array, at several concurrencies.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import signal
 import statistics
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -43,6 +44,12 @@ done = function(summary, latency, requests)
     latency:percentile(99), e.status, e.connect + e.read + e.write + e.timeout))
 end
 """
+
+#: The same, with a pause of BENCH_DELAY_MS before each request of a connection.
+WRK_PACED_SCRIPT = (
+    WRK_SCRIPT + 'local pause = tonumber(os.getenv("BENCH_DELAY_MS"))\n'
+    "delay = function() return pause end\n"
+)
 
 
 def _multipart(images: list[bytes]) -> tuple[bytes, str]:
@@ -96,12 +103,14 @@ def _peak_rss_mib(root_pid: int) -> dict[str, float]:
 
 
 class Server:
-    def __init__(self, batching: bool, model_tag: str) -> None:
+    """`bentoml serve` of the service with `batcher` (serving/settings.py) and `model_tag`."""
+
+    def __init__(self, batcher: str, model_tag: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
             **os.environ,
-            "SERVING_BATCHING": "1" if batching else "0",
+            "SERVING_BATCHER": batcher,
             "SERVING_MODEL": model_tag,
             "BENTOML_DO_NOT_TRACK": "True",
             "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -128,6 +137,15 @@ class Server:
             self.stop()
             raise RuntimeError(f"server did not start; see {self.log.name}")
 
+    def worker_rss_mib(self) -> float:
+        """Resident memory of the service worker (the process that holds the model) now."""
+        import psutil
+
+        for proc in psutil.Process(self.proc.pid).children(recursive=True):
+            if "_bentoml_impl.worker.service" in " ".join(proc.cmdline()):
+                return proc.memory_info().rss / 2**20
+        raise RuntimeError("no service worker found under the server")
+
     def stop(self) -> None:
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -136,24 +154,39 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def _wrk(url: str, body: Path, content_type: str, concurrency: int, script: Path) -> dict:
+def wrk(
+    url: str,
+    body: Path,
+    content_type: str,
+    concurrency: int,
+    script: Path,
+    duration_s: float = DURATION_S,
+    delay_ms: float = 0.0,
+) -> dict:
+    """One wrk run; `delay_ms` (with WRK_PACED_SCRIPT) is each connection's pause between
+    requests, which paces the load below capacity."""
     threads = 1 if concurrency == 1 else 2
     out = subprocess.run(
         [
             "wrk",
             f"-t{threads}",
             f"-c{concurrency}",
-            f"-d{DURATION_S}s",
+            f"-d{duration_s}s",
             "--timeout",
             "30s",
             "-s",
             str(script),
             url,
         ],
-        env={**os.environ, "BENCH_BODY": str(body), "BENCH_CONTENT_TYPE": content_type},
+        env={
+            **os.environ,
+            "BENCH_BODY": str(body),
+            "BENCH_CONTENT_TYPE": content_type,
+            "BENCH_DELAY_MS": str(delay_ms),
+        },
         capture_output=True,
         text=True,
-        timeout=DURATION_S + 60,
+        timeout=duration_s + 60,
         check=True,
     ).stdout
     line = next(ln for ln in out.splitlines() if ln.startswith("WRK "))
@@ -179,42 +212,75 @@ def _row(
     }
 
 
+@dataclass(frozen=True)
+class Body:
+    """A request body on disk, what it holds and where it goes."""
+
+    path: Path
+    content_type: str
+    images: int
+    route: str
+
+
+def workdir() -> Path:
+    """A fresh folder holding the wrk scripts and the request bodies."""
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    (work / "post.lua").write_text(WRK_SCRIPT)
+    (work / "paced.lua").write_text(WRK_PACED_SCRIPT)
+    return work
+
+
+def request_bodies(work: Path) -> dict[str, Body]:
+    """No-op, 1 and 64 PNG uploads, and the same images decoded as JSON arrays (what a client
+    that already holds pixels sends), written to `work`."""
+    images = _test_images(64)
+    pngs = _pngs(images)
+    (work / "noop").write_bytes(b"{}")
+    bodies = {"no-op": Body(work / "noop", "application/json", 0, "/noop")}
+    for name, files in (("classify x1", pngs[:1]), ("classify x64", pngs)):
+        data, content_type = _multipart(files)
+        path = work / name.replace(" ", "_")
+        path.write_bytes(data)
+        bodies[name] = Body(path, content_type, len(files), "/classify")
+    for name, count in (("array x1", 1), ("array x64", 64)):
+        path = work / name.replace(" ", "_")
+        path.write_text(json.dumps({"pixels": images[:count].tolist()}))
+        bodies[name] = Body(path, "application/json", count, "/classify_array")
+    return bodies
+
+
+def load(server_url: str, body: Body, concurrency: int, work: Path, **kwargs) -> dict:
+    """wrk with `body` against the server; kwargs go to `wrk`."""
+    script = work / ("paced.lua" if kwargs.get("delay_ms") else "post.lua")
+    return wrk(server_url + body.route, body.path, body.content_type, concurrency, script, **kwargs)
+
+
+#: The endpoints of the throughput table (array x1 is for the history and peer benchmarks).
+ENDPOINTS = ("no-op", "classify x1", "classify x64", "array x64")
+
+
 def run(models: dict[str, str]) -> dict:
     """`models`: a label for each BentoML model tag to serve, e.g. {"champion (vgg)": tag}."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
-    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    script = work / "post.lua"
-    script.write_text(WRK_SCRIPT)
-    images = _test_images(64)
-    pngs = _pngs(images)
-    (work / "noop").write_bytes(b"{}")
-    bodies = {"no-op": (work / "noop", "application/json", 0, "/noop")}
-    for name, files in (("classify x1", pngs[:1]), ("classify x64", pngs)):
-        data, content_type = _multipart(files)
-        (work / name.replace(" ", "_")).write_bytes(data)
-        bodies[name] = (work / name.replace(" ", "_"), content_type, len(files), "/classify")
-    # The same 64 images decoded, as JSON arrays: what a client that already holds pixels sends.
-    (work / "array_x64").write_text(json.dumps({"pixels": images.tolist()}))
-    bodies["array x64"] = (work / "array_x64", "application/json", 64, "/classify_array")
-
+    work = workdir()
+    bodies = request_bodies(work)
     rows, memory = [], {}
-    for (label, tag), batching in itertools.product(models.items(), (True, False)):
-        path = "batched" if batching else "unbatched"
-        server = Server(batching, tag)
+    for (label, tag), batcher in itertools.product(models.items(), ("eager", "none")):
+        path = "batched" if batcher != "none" else "unbatched"
+        server = Server(batcher, tag)
         try:
             for concurrency in CONCURRENCY:
                 # Endpoints take turns within each repeat, so drift on a shared machine hits
                 # the no-op ceiling and the classify figures it is compared with alike.
-                runs: dict[str, list[dict]] = {n: [] for n in bodies}
+                runs: dict[str, list[dict]] = {n: [] for n in ENDPOINTS}
                 for _ in range(REPEATS):
-                    for name in bodies:
-                        body, content_type, _, route = bodies[name]
-                        runs[name].append(
-                            _wrk(server.url + route, body, content_type, concurrency, script)
-                        )
-                for name in bodies:
-                    rows.append(_row(label, path, name, concurrency, bodies[name][2], runs[name]))
+                    for name in ENDPOINTS:
+                        runs[name].append(load(server.url, bodies[name], concurrency, work))
+                for name in ENDPOINTS:
+                    rows.append(
+                        _row(label, path, name, concurrency, bodies[name].images, runs[name])
+                    )
                     print(json.dumps(rows[-1]), flush=True)
             memory[f"{label}, {path}"] = _peak_rss_mib(server.proc.pid)
         finally:

@@ -1,8 +1,8 @@
 """BentoML service: the champion CNN over HTTP, with adaptive batching and clear 4xx errors.
 
 One service, `Classifier`: each worker validates and decodes the request (auth, limits,
-image decoding), then asks the Keras model it holds through an `AdaptiveBatcher`, which
-merges concurrent requests into one model call, and answers top-k labels. See
+image decoding), then asks the Keras model it holds through a batcher, which merges
+concurrent requests into one model call, and answers top-k labels. See
 serving/batching.py for why the model is not a second service.
 """
 
@@ -18,13 +18,14 @@ import numpy as np
 from bentoml.exceptions import BentoMLException
 from bentoml.validators import ContentType
 from pydantic import BaseModel
+from starlette.responses import JSONResponse
 
 from pipeline.precision import model_precision
 from pipeline.preprocess import ImageDecodeError, ImageShape, image_bytes_to_pixels
 from serving import settings as settings_module
 from serving import upstream
 from serving.auth import RequestGuard
-from serving.batching import AdaptiveBatcher
+from serving.batching import CorkBatcher, EagerBatcher, Overloaded
 from serving.heap import freeze_startup_objects
 from serving.uploads import UploadedFile
 
@@ -77,6 +78,23 @@ class ModelInfo(BaseModel):
     max_images_per_request: int
 
 
+def _batcher(predict):
+    """The batching policy `SERVING_BATCHER` names (serving/batching.py), or None."""
+    if SETTINGS.batcher == "eager":
+        return EagerBatcher(
+            predict,
+            max_batch_size=SETTINGS.max_batch_size,
+            max_queued_images=SETTINGS.max_queued_images,
+        )
+    if SETTINGS.batcher == "cork":
+        return CorkBatcher(
+            predict,
+            max_batch_size=SETTINGS.max_batch_size,
+            max_latency_ms=SETTINGS.max_latency_ms,
+        )
+    return None
+
+
 @bentoml.service(
     name="cnn_classifier",
     # On a CPU, TensorFlow uses every core of the worker; a GPU bento asks for one GPU.
@@ -100,15 +118,7 @@ class Classifier:
         # Warm-up traces the predict function so the first request is not the slow one.
         for batch in (1, 8):
             self._probabilities(np.zeros((batch, *meta["input_shape"]), dtype=np.float32))
-        self.batcher = (
-            AdaptiveBatcher(
-                self._probabilities,
-                max_batch_size=SETTINGS.max_batch_size,
-                max_latency_ms=SETTINGS.max_latency_ms,
-            )
-            if SETTINGS.batching
-            else None
-        )
+        self.batcher = _batcher(self._probabilities)
         self.class_names: list[str] = list(meta["class_names"])
         self.shape = ImageShape.of(meta["input_shape"])
         self.info = ModelInfo(
@@ -161,8 +171,16 @@ class Classifier:
             return await self.batcher(pixels)
         return await anyio.to_thread.run_sync(self._probabilities, pixels)
 
-    async def _top_k(self, pixels: np.ndarray, k: int) -> list[ImagePrediction]:
-        probs = await self._predict(pixels)
+    async def _top_k(self, pixels: np.ndarray, k: int) -> list[ImagePrediction] | JSONResponse:
+        try:
+            probs = await self._predict(pixels)
+        except Overloaded as exc:
+            # BentoML would answer any 5xx with a generic message and no Retry-After.
+            return JSONResponse(
+                [{"error": str(exc)}],
+                status_code=HTTPStatus.SERVICE_UNAVAILABLE,
+                headers={"Retry-After": str(exc.retry_after_s)},
+            )
         results = []
         for index, p in enumerate(probs):
             order = np.argsort(-p)[:k]

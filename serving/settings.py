@@ -16,6 +16,16 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = os.environ.get(name) or default
+    if raw not in choices:
+        raise SystemExit(f"{name} must be one of {', '.join(choices)}; got {raw!r}")
+    return raw
+
+
+BATCHERS = ("eager", "cork", "none")
+
+
 @dataclass(frozen=True)
 class Settings:
     #: BentoML model tag to serve; `latest` is the newest champion saved by `pipeline promote`.
@@ -29,11 +39,16 @@ class Settings:
     max_k: int
     #: Ask BentoML for one GPU for the service (set when the bento is built for GPU).
     gpu: bool
-    #: Adaptive batching: the largest batch, and the latency budget the dispatcher plans for.
+    #: How concurrent requests share model calls (serving/batching.py): `eager` (run at once
+    #: on whatever is queued), `cork` (BentoML's adaptive dispatcher) or `none` (one call per
+    #: request; only to measure what batching buys).
+    batcher: str
+    #: The largest model call, in images.
     max_batch_size: int
+    #: eager: images allowed to wait for the model; beyond that, 503 with Retry-After.
+    max_queued_images: int
+    #: cork: the latency budget the dispatcher plans for; it sheds load it cannot serve in time.
     max_latency_ms: int
-    #: Merge concurrent requests into one model call (off only to measure what it buys).
-    batching: bool
     #: Worker processes; each holds the model and batches its own requests.
     workers: int
 
@@ -48,12 +63,15 @@ def load() -> Settings:
         max_pixels=_int("SERVING_MAX_PIXELS", 40_000_000),
         max_k=_int("SERVING_MAX_K", 100),
         gpu=os.environ.get("SERVING_GPU", "0") == "1",
-        # Measured on 2 cores (docs/BENCHMARKS.md): with 20 ms, 8+ concurrent clients got
-        # mostly 503s (the worker's own queueing exceeds the budget); with 1000 ms, 1-image
-        # requests batched without errors but 32 clients sending 64 images each got 503s from
-        # the dispatcher's load shedding; 5000 ms serves both without errors.
+        batcher=_choice("SERVING_BATCHER", BATCHERS, "eager"),
         max_batch_size=_int("SERVING_MAX_BATCH_SIZE", 256),
+        # 64 clients sending 64 images each keep 4,096 images waiting; twice that is about
+        # 1.6 s of work for the VGG champion at its measured 5,000 images/s on 2 cores.
+        max_queued_images=_int("SERVING_MAX_QUEUED_IMAGES", 8192),
+        # cork, measured on 2 cores: with 20 ms, 8+ concurrent clients got mostly 503s (the
+        # worker's own queueing exceeds the budget); with 1000 ms, 1-image requests batched
+        # without errors but 32 clients sending 64 images each got 503s from the dispatcher's
+        # load shedding; 5000 ms serves both without errors.
         max_latency_ms=_int("SERVING_MAX_LATENCY_MS", 5000),
-        batching=os.environ.get("SERVING_BATCHING", "1") != "0",
         workers=_int("SERVING_WORKERS", 1),
     )

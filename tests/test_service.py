@@ -309,21 +309,25 @@ def test_token_is_required(server):
 # --- batching and load ---------------------------------------------------------------------------
 
 
-def _batch_histogram(server: str) -> tuple[float, float]:
-    """(model calls, model calls that served a single request) from the service's histogram."""
+def _histogram(server: str, name: str) -> dict[float, float]:
+    """Cumulative counts by upper bound (`le`) of one histogram on the service's `/metrics`."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(f"{server}/metrics", timeout=10).text
-    calls = single = 0.0
+    buckets: dict[float, float] = {}
     for family in text_string_to_metric_families(text):
-        if family.name != "cnn_model_batch_requests":
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_count"):
-                calls += sample.value
-            elif sample.name.endswith("_bucket") and float(sample.labels["le"]) == 1.0:
-                single += sample.value
-    return calls, single
+        if family.name == name:
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    le = float(sample.labels["le"])
+                    buckets[le] = buckets.get(le, 0.0) + sample.value
+    return buckets
+
+
+def _batch_histogram(server: str) -> tuple[float, float]:
+    """(model calls, model calls that served a single request) from the service's histogram."""
+    buckets = _histogram(server, "cnn_model_batch_requests")
+    return buckets.get(float("inf"), 0.0), buckets.get(1.0, 0.0)
 
 
 def test_worker_keeps_its_startup_objects_out_of_garbage_collections(server):
@@ -340,7 +344,11 @@ def test_worker_keeps_its_startup_objects_out_of_garbage_collections(server):
     assert frozen and min(frozen) > 100_000, frozen
 
 
-def test_concurrent_requests_are_batched_and_a_burst_gets_no_5xx(server, test_images):
+def test_a_burst_is_batched_without_5xx_and_a_lone_request_after_it_waits_for_nothing(
+    server, client, test_images
+):
+    """64 clients for 10 s, then 20 requests one at a time: those run one per model call, each
+    at once (the eager batcher keeps no wait window learned under load; BentoML's CORK did)."""
     images, _ = test_images
     bodies = [png(images[i, ..., 0]) for i in range(16)]
     before_count, before_ones = _batch_histogram(server)
@@ -366,6 +374,17 @@ def test_concurrent_requests_are_batched_and_a_burst_gets_no_5xx(server, test_im
     assert batches > 0
     assert batches - single > 0, "no batch merged more than one request"
     assert batches < len(statuses)  # fewer model calls than requests
+
+    calls_before, single_before = _batch_histogram(server)
+    waits_before = _histogram(server, "cnn_model_queue_wait_seconds")
+    for i in range(20):
+        files = [("images", ("a.png", bodies[i % 16], "image/png"))]
+        assert client.post("/classify", files=files).status_code == 200
+    calls, single = _batch_histogram(server)
+    waits = _histogram(server, "cnn_model_queue_wait_seconds")
+    assert (calls - calls_before, single - single_before) == (20, 20)
+    assert waits[float("inf")] - waits_before[float("inf")] == 20
+    assert waits[0.01] - waits_before[0.01] == 20, "a lone request waited over 10 ms"
 
 
 def project_modules_missing_from(src: Path, entry: str) -> set[str]:

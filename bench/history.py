@@ -1,0 +1,117 @@
+"""Latency at 1 client on a fresh server, right after bursts, and after 10 s idle: the eager
+batcher against BentoML's CORK dispatcher, one server of each per repeat, in turns.
+
+A burst lasts longer than the 5 s after which CORK refreshes what it learned from recent
+batches, so each burst can leave its mark; the probe right after it shows whether it did.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+
+from bench.serving import Server, load, request_bodies, workdir
+
+#: (label, clients, request body) of each burst, in the order they run.
+BURSTS = (
+    ("32 clients x 1 image", 32, "classify x1"),
+    ("64 clients x 1 image", 64, "classify x1"),
+    ("32 clients x 64 images", 32, "classify x64"),
+    ("64 clients x 64 images", 64, "classify x64"),
+)
+BURST_S = 6
+PROBE_S = 3
+IDLE_S = 10
+REPEATS = 3
+BATCHERS = ("eager", "cork")
+#: What a probe sends, one client at a time.
+PROBES = ("classify x1", "array x1")
+
+
+def run(model_tag: str) -> list[dict]:
+    """One row per (repeat, batcher, phase, probe) with the probe's p50 and rate."""
+    work = workdir()
+    bodies = request_bodies(work)
+    rows: list[dict] = []
+    for repeat in range(REPEATS):
+        order = BATCHERS if repeat % 2 == 0 else BATCHERS[::-1]
+        for batcher in order:
+            server = Server(batcher, model_tag)
+
+            def probe(phase: str, server=server, batcher=batcher, repeat=repeat) -> None:
+                for name in PROBES:
+                    r = load(server.url, bodies[name], 1, work, duration_s=PROBE_S)
+                    rows.append(
+                        {
+                            "batcher": batcher,
+                            "repeat": repeat,
+                            "phase": phase,
+                            "probe": name,
+                            "p50_ms": r["p50_us"] / 1000,
+                            "requests_per_s": r["requests"] / (r["duration_us"] / 1e6),
+                            "errors": r["non_2xx"] + r["socket_errors"],
+                        }
+                    )
+                    print(json.dumps(rows[-1]), flush=True)
+
+            try:
+                probe("fresh")
+                for label, clients, body in BURSTS:
+                    burst = load(server.url, bodies[body], clients, work, duration_s=BURST_S)
+                    if burst["non_2xx"] + burst["socket_errors"]:
+                        print(f"{batcher}: errors in the burst {label}: {burst}", flush=True)
+                    probe(f"after {label}")
+                time.sleep(IDLE_S)
+                probe(f"after the last burst and {IDLE_S} s idle")
+            finally:
+                server.stop()
+    return rows
+
+
+def summary(rows: list[dict]) -> pd.DataFrame:
+    """Per probe and phase: each batcher's median p50 over the repeats, and the median over
+    the repeats of its p50 over its own fresh p50 in that repeat."""
+    df = pd.DataFrame(rows)
+    p50 = df.pivot_table(index=["probe", "phase", "repeat"], columns="batcher", values="p50_ms")
+    fresh = p50.xs("fresh", level="phase")
+    ratio = p50.div(fresh.reindex(p50.index.droplevel("phase")).to_numpy())
+    out = pd.concat(
+        [
+            p50.groupby(level=["probe", "phase"], sort=False).median().add_suffix(" p50 ms"),
+            ratio.groupby(level=["probe", "phase"], sort=False).median().add_suffix(" / fresh"),
+        ],
+        axis=1,
+    )
+    order = list(dict.fromkeys(df.phase))
+    out = out.reset_index()
+    out["phase"] = pd.Categorical(out.phase, order, ordered=True)
+    out["probe"] = pd.Categorical(out.probe, PROBES, ordered=True)
+    columns = [f"{b} p50 ms" for b in BATCHERS] + [f"{b} / fresh" for b in BATCHERS]
+    return out.sort_values(["probe", "phase"])[["probe", "phase", *columns]]
+
+
+def render(rows: list[dict]) -> str:
+    table = summary(rows)
+    fresh = table[(table.probe == "classify x1") & (table.phase != "fresh")]
+    worst = fresh.loc[fresh["eager / fresh"].idxmax()]
+    return f"""## Latency after load: the eager batcher against BentoML's CORK
+
+`bench/history.py`. The champion on one worker, {REPEATS} repeats, each on a fresh server per
+batcher, the two batchers in turns (`SERVING_BATCHER`). A probe is 1 client for {PROBE_S} s
+with one PNG (`classify x1`) and then one image as JSON (`array x1`); it runs on the fresh
+server, right after each {BURST_S} s burst (longer than the 5 s after which CORK refreshes what
+it learned), and after {IDLE_S} s idle. p50 are medians over the repeats; `/ fresh` is the
+median of each repeat's p50 over the same server's fresh p50.
+
+Aim: one PNG at 1 client after any burst within 1.25x the fresh p50 and at most 5 ms. Eager,
+worst phase ({worst.phase}): **{worst["eager / fresh"]:.2f}x** the fresh p50, **{
+        worst["eager p50 ms"]:.2f} ms**.
+
+{_tidy(table).to_markdown(index=False)}
+"""
+
+
+def _tidy(df: pd.DataFrame) -> pd.DataFrame:
+    return df.map(lambda v: f"{v:.3g}" if isinstance(v, float) else v)
