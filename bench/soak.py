@@ -72,7 +72,8 @@ def render(soak: dict) -> str:
     minutes = pd.DataFrame(soak["minutes"]).round(2)
     return f"""## Soak: {soak["seconds"] / 60:.0f} minutes at half capacity
 
-`bench/soak.py`. The champion on one worker (eager batcher). Capacity, `/classify` with one
+`bench/soak.py`, on {soak["machine"]["cores"]} cores ({soak["machine"]["cpu"]}). The
+champion on one worker (eager batcher). Capacity, `/classify` with one
 PNG at {CAPACITY_CLIENTS} clients for 5 s: {soak["capacity_requests_per_s"]:.0f} requests/s.
 {soak["clients"]} clients then pause {soak["delay_ms"]:.1f} ms between requests to send about
 {soak["target_requests_per_s"]:.0f} requests/s for {soak["seconds"]:.0f} s, in {CHUNK_S} s runs;

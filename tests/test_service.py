@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import concurrent.futures
+import contextlib
 import io
 import os
 import re
@@ -64,37 +65,44 @@ def server_tmp(session_dir) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def serving(bento_tag: str, env: dict[str, str], log_path: Path):
+    """`bentoml serve TAG` in its own process group, ready; stopped by pid on the way out."""
+    port = free_port()
+    log = open(log_path, "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [BENTOML, "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if not wait_until_ready(f"{url}/readyz", proc, timeout_s=240):
+            pytest.fail("server did not start:\n" + log_path.read_text()[-4000:])
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
 @pytest.fixture(scope="session")
 def server(bento, session_dir, server_tmp):
-    """`bentoml serve TAG` in its own process group, with auth on; stopped by pid at the end."""
-    port = free_port()
+    """The built bento served with auth on and small limits."""
     env = {
-        **os.environ,
         "SERVING_API_TOKEN": TOKEN,
         "SERVING_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
         "SERVING_MAX_PIXELS": "4000000",
         "SERVING_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
         "TMPDIR": str(server_tmp),
     }
-    log = open(session_dir / "serve.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [BENTOML, "serve", bento[0], "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    if not wait_until_ready(f"{url}/readyz", proc, timeout_s=240):
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("server did not start:\n" + (session_dir / "serve.log").read_text()[-4000:])
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+    with serving(bento[0], env, session_dir / "serve.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -385,6 +393,32 @@ def test_a_burst_is_batched_without_5xx_and_a_lone_request_after_it_waits_for_no
     assert (calls - calls_before, single - single_before) == (20, 20)
     assert waits[float("inf")] - waits_before[float("inf")] == 20
     assert waits[0.01] - waits_before[0.01] == 20, "a lone request waited over 10 ms"
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_the_reason(bento, session_dir, test_images):
+    """A server whose queue holds 64 images, sent 24 concurrent 64-image requests: those that
+    find it full get 503 at once with Retry-After and why; all others are answered."""
+    images, _ = test_images
+    body = {"pixels": images[:64].tolist()}
+    # One image per model call, so a 64-image request keeps the model busy while others arrive.
+    env = {
+        "SERVING_MAX_QUEUED_IMAGES": "64",
+        "SERVING_MAX_BATCH_SIZE": "1",
+        "SERVING_API_TOKEN": "",
+    }
+    with serving(bento[0], env, session_dir / "serve-small-queue.log") as url:
+
+        def send(_: int) -> httpx.Response:
+            return httpx.post(f"{url}/classify_array", json=body, timeout=60)
+
+        with concurrent.futures.ThreadPoolExecutor(24) as pool:
+            responses = list(pool.map(send, range(24)))
+        statuses = [r.status_code for r in responses]
+        shed = [r for r in responses if r.status_code == 503]
+        assert set(statuses) == {200, 503}, statuses
+        assert shed[0].headers["retry-after"] == "1"
+        assert "queue is full" in shed[0].json()[0]["error"]
+        assert send(0).status_code == 200  # and it serves again once the queue drains
 
 
 def project_modules_missing_from(src: Path, entry: str) -> set[str]:
