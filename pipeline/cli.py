@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -39,6 +40,16 @@ def one_line_errors(func):
             return func(*args, **kwargs)
         except PipelineError as exc:
             typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            where = f" writing {exc.filename}" if exc.filename else ""
+            typer.echo(
+                f"error: the disk is full{where}; free some space and run the same command "
+                "again (an interrupted sweep resumes where it stopped)",
+                err=True,
+            )
             raise typer.Exit(2) from None
         except Exception as exc:
             if type(exc).__name__ != "MlflowException":

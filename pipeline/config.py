@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,9 @@ class DataConfig:
         _check(self.channels in (None, 1, 3), "data.channels", "must be 1, 3 or null")
         if self.image_size is not None:
             _check(
-                len(self.image_size) == 2 and min(self.image_size) >= 8,
+                len(self.image_size) == 2 and all(8 <= side <= 1024 for side in self.image_size),
                 "data.image_size",
-                "must be [height, width], each >= 8",
+                "must be [height, width], each from 8 to 1024",
             )
         for key in ("train_limit", "test_limit"):
             value = getattr(self, key)
@@ -139,13 +140,15 @@ class TrainConfig:
     deterministic: bool = True
 
     def __post_init__(self) -> None:
-        _check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _check(1 <= self.epochs <= 10_000, "train.epochs", "must be in [1, 10000]")
         _check(1 <= self.batch_size <= 4096, "train.batch_size", "must be in [1, 4096]")
         _check(self.optimizer in OPTIMIZERS, "train.optimizer", f"must be one of {OPTIMIZERS}")
         _check(self.schedule in SCHEDULES, "train.schedule", f"must be one of {SCHEDULES}")
         _check(self.precision in PRECISIONS, "train.precision", f"must be one of {PRECISIONS}")
         _check(0.0 < self.learning_rate < 10.0, "train.learning_rate", "must be in (0, 10)")
-        _check(self.weight_decay >= 0.0, "train.weight_decay", "must be >= 0")
+        _check(0.0 <= self.weight_decay <= 1.0, "train.weight_decay", "must be in [0, 1]")
+        _check(0.0 <= self.momentum < 1.0, "train.momentum", "must be in [0, 1)")
+        _check(0 <= self.seed < 2**32, "train.seed", "must be in [0, 2**32)")
         _check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
         _check(0 <= self.warmup_epochs < self.epochs, "train.warmup_epochs", "must be < epochs")
         _check(self.early_stopping_patience >= 0, "train.early_stopping_patience", "must be >= 0")
@@ -228,8 +231,34 @@ class Config:
         return {**dataclasses.asdict(self.model), **self.model_options.get(name, {})}
 
     def flat(self) -> dict[str, Any]:
-        """Every value under its dotted key, as logged to MLflow."""
-        return _flatten(dataclasses.asdict(self))
+        """Every value under its dotted key, as logged to MLflow (credentials masked)."""
+        flat = _flatten(dataclasses.asdict(self))
+        if flat.get("tracking.tracking_uri"):
+            flat["tracking.tracking_uri"] = redact_uri(flat["tracking.tracking_uri"])
+        return flat
+
+
+#: Query parameters of a URI whose values are secrets.
+SECRET_QUERY_KEYS = ("password", "passwd", "secret", "token", "key", "sslpassword")
+
+
+def redact_uri(uri: str) -> str:
+    """`uri` with its password and secret-looking query values replaced by `***`, so that a
+    tracking URI such as postgresql://user:pw@host/db can be logged and printed. A URI with
+    nothing secret comes back unchanged."""
+    parts = urllib.parse.urlsplit(uri)
+    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    secret = [any(word in k.lower() for word in SECRET_QUERY_KEYS) for k, _ in pairs]
+    if parts.password is None and not any(secret):
+        return uri
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = urllib.parse.urlencode(
+        [(k, "***" if hide else v) for (k, v), hide in zip(pairs, secret, strict=True)],
+        safe="*",
+    )
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _check(ok: bool, key: str, message: str) -> None:

@@ -264,6 +264,11 @@ def load_cifar10() -> RawDataset:
 # --- Folder datasets ---------------------------------------------------------------------------
 
 
+def _hidden(relative: Path) -> bool:
+    """Hidden files and folders (macOS' `._name.png` resource forks, `.DS_Store`, `.git`)."""
+    return any(part.startswith(".") for part in relative.parts)
+
+
 def _read_class_folders(
     root: Path, shape: ImageShape
 ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
@@ -274,7 +279,11 @@ def _read_class_folders(
         )
     images, labels = [], []
     for label, class_dir in enumerate(class_dirs):
-        files = sorted(p for p in class_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(
+            p
+            for p in class_dir.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES and not _hidden(p.relative_to(class_dir))
+        )
         if not files:
             raise DatasetError(
                 f"class folder {class_dir} has no PNG/JPEG/WebP/BMP images; "
@@ -332,7 +341,13 @@ def _stratified_split(
     """(x_keep, x_held, y_keep, y_held), with `fraction` of each class held out."""
     counts = np.bincount(y)
     stratify = y if counts[counts > 0].min() >= 2 else None
-    return train_test_split(x, y, test_size=fraction, stratify=stratify, random_state=seed)
+    try:
+        return train_test_split(x, y, test_size=fraction, stratify=stratify, random_state=seed)
+    except ValueError as exc:  # scikit-learn: too few images for the split asked
+        raise DatasetError(
+            f"too few images to hold out {fraction} of {len(y)} across "
+            f"{np.count_nonzero(counts)} classes ({exc}); add images, at least 10 per class"
+        ) from None
 
 
 def _subsample(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int):

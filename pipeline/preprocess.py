@@ -7,13 +7,17 @@ Scaling and normalisation live inside the Keras model, so both sides feed it uin
 from __future__ import annotations
 
 import io
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-#: Formats accepted from users and in folder datasets.
-SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "BMP"})
+#: Formats accepted from users and in folder datasets. MPO is the JPEG of cameras that store
+#: several frames; its first frame is the photo.
+SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "WEBP", "BMP"})
+#: Pillow's modes for 16-bit (and 32-bit integer) grayscale.
+WIDE_GRAY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 #: Default cap on decoded pixels per image (a 40-megapixel photo passes; bombs do not).
 DEFAULT_MAX_PIXELS = 40_000_000
 
@@ -70,15 +74,87 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         image.load()
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"corrupt or truncated {image.format} image: {exc}") from None
-    return image
+    if image.format == "PNG" and png_rows_missing(data):
+        raise ImageDecodeError("corrupt or truncated PNG image: its pixel data ends early")
+    try:
+        # As a viewer shows it: a camera's sideways photo is turned upright.
+        return ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, TypeError) as exc:
+        raise ImageDecodeError(f"corrupt EXIF data in the {image.format} image: {exc}") from None
+
+
+#: Channels per PNG colour type (grey, RGB, palette, grey + alpha, RGBA).
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+#: Adam7 interlacing: (first row, first column, row step, column step) of each pass.
+ADAM7 = (
+    (0, 0, 8, 8),
+    (0, 4, 8, 8),
+    (4, 0, 8, 4),
+    (0, 2, 4, 4),
+    (2, 0, 4, 2),
+    (0, 1, 2, 2),
+    (1, 0, 2, 1),
+)
+
+
+def png_rows_missing(data: bytes) -> bool:
+    """True when a PNG's compressed pixel data holds fewer rows than its header promises.
+
+    Pillow fills the missing rows with black, without an error, when the compressed stream
+    ends cleanly but early; a PNG cut short inside the stream already fails to load.
+    """
+    at, idat, header = 8, [], None
+    while at + 8 <= len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        kind, body = data[at + 4 : at + 8], data[at + 8 : at + 8 + length]
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        at += 12 + length
+    if header is None or len(header) < 13 or header[10] != 0:  # not a standard PNG: leave it
+        return False
+    width, height = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
+    depth, colour, interlace = header[8], header[9], header[12]
+    bits = depth * PNG_CHANNELS.get(colour, 1)
+    passes = ADAM7 if interlace else ((0, 0, 1, 1),)
+    expected = 0
+    for row, column, row_step, column_step in passes:
+        rows = (height - row + row_step - 1) // row_step if height > row else 0
+        columns = (width - column + column_step - 1) // column_step if width > column else 0
+        if rows and columns:
+            expected += rows * (1 + (columns * bits + 7) // 8)
+    try:
+        got = len(zlib.decompressobj().decompress(b"".join(idat), expected))
+    except zlib.error:
+        return True
+    return got < expected
+
+
+def _eight_bit_gray(image: Image.Image) -> Image.Image:
+    """16-bit grayscale scaled to 0-255, as a viewer shows it (Pillow's `convert("L")` clips
+    at 255, which turns most of such an image white), keeping a transparent grey level."""
+    values = np.asarray(image)
+    gray = Image.fromarray(np.rint(values / 257.0).clip(0, 255).astype(np.uint8), "L")
+    transparent = image.info.get("transparency")
+    if not isinstance(transparent, int):
+        return gray
+    alpha = Image.fromarray(np.where(values == transparent, 0, 255).astype(np.uint8), "L")
+    return Image.merge("LA", (gray, alpha))
 
 
 def to_pixels(image: Image.Image, shape: ImageShape) -> np.ndarray:
     """Convert to the model's colour mode and size: uint8 array of shape (H, W, C).
 
-    Transparent areas become black, the background of the MNIST-style datasets.
+    Transparent areas become black, the background of the MNIST-style datasets, whatever
+    kind of transparency the file uses: an alpha channel, or a transparent colour (PNG's tRNS
+    chunk) in a palette, grayscale or RGB image.
     """
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in WIDE_GRAY_MODES:
+        image = _eight_bit_gray(image)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, rgba)

@@ -7,6 +7,7 @@ ties go to the model with fewer parameters. The test set plays no part in the ch
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 
 import mlflow
@@ -129,9 +130,14 @@ def promote(config: TrackingConfig, parent_run_id: str | None = None) -> Promoti
     }
     for key, value in {**test_tags, "model": run.data.tags["model"], "run_id": run_id}.items():
         client.set_model_version_tag(name, version, key, value)
+    before = champion_mismatch(config)
+    if before:
+        print(f"repairing an interrupted promotion: {before}", file=sys.stderr)
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
-
     bento_tag = package_run(run, name, registered_model=name, registry_version=str(version))
+    after = champion_mismatch(config)
+    if after:
+        raise PipelineError(f"{after}; run `pipeline promote` again")
     return Promotion(
         run_id=run_id,
         model=run.data.tags["model"],
@@ -140,6 +146,37 @@ def promote(config: TrackingConfig, parent_run_id: str | None = None) -> Promoti
         best_val_accuracy=float(metrics["best_val_accuracy"]),
         test_accuracy=float(metrics["test_accuracy"]),
     )
+
+
+def champion_mismatch(config: TrackingConfig) -> str | None:
+    """Why the model `make serve` loads (the BentoML store's latest `registered_model`) is not
+    the registry's champion, or None when they agree or there is no champion yet.
+
+    Promotion sets the alias, then saves to BentoML; a kill between the two leaves them apart,
+    and the next `pipeline promote` repairs it.
+    """
+    import bentoml
+
+    name = config.registered_model
+    try:
+        champion = tracking.client().get_model_version_by_alias(name, CHAMPION_ALIAS)
+    except mlflow.exceptions.MlflowException:
+        return None
+    try:
+        served = bentoml.models.get(f"{name}:latest")
+    except bentoml.exceptions.NotFound:
+        return f"the registry's champion is {name} v{champion.version}; the BentoML store has none"
+    meta = served.info.metadata
+    if (str(meta.get("registry_version")), meta.get("run_id")) != (
+        str(champion.version),
+        champion.run_id,
+    ):
+        return (
+            f"the registry's champion is {name} v{champion.version} (run {champion.run_id}) "
+            f"but BentoML's {served.tag} is v{meta.get('registry_version')} "
+            f"(run {meta.get('run_id')})"
+        )
+    return None
 
 
 def _versions(client, name: str) -> list:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from pipeline import paths, plots, tracking
+from pipeline import checkpoints, paths, plots, tracking
 from pipeline.augment import build_augmenter, with_augmentation
 from pipeline.callbacks import EpochLogger, ResumableEarlyStopping
 from pipeline.config import Config
@@ -42,6 +42,7 @@ from pipeline.fused_batch_norm import fused_batch_norm
 from pipeline.inputs import make_dataset
 from pipeline.models import build_model
 from pipeline.precision import dtype_policy, resolve
+from pipeline.sweep_lock import sweep_lock
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,16 @@ def _sweep_key(config: Config) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+#: Tag of a run whose checkpoint could not be resumed; its value says why.
+ABANDONED_TAG = "abandoned"
+
+
 def _unfinished(runs: list, key: str, value: str):
-    """The newest run whose tag `key` equals `value` and that did not finish."""
+    """The newest run whose tag `key` equals `value`, that did not finish and that was not
+    abandoned."""
     for run in runs:  # search order: newest first
-        if run.data.tags.get(key) == value and run.info.status != "FINISHED":
+        tags = run.data.tags
+        if tags.get(key) == value and run.info.status != "FINISHED" and ABANDONED_TAG not in tags:
             return run
     return None
 
@@ -141,6 +148,24 @@ def _loss(label_smoothing: float) -> keras.losses.Loss:
 def _checkpoint_dir(config: Config, run_id: str) -> Path:
     base = Path(config.tracking.checkpoint_dir) if config.tracking.checkpoint_dir else None
     return (base or paths.CHECKPOINT_DIR) / run_id
+
+
+def _resumable(name: str, config: Config, run_id: str) -> str | None:
+    """`run_id` if its checkpoint can be resumed; else that run is marked abandoned (FAILED,
+    with the reason in its `abandoned` tag) and None says: train this model again."""
+    found = checkpoints.problem(_checkpoint_dir(config, run_id))
+    if found is None:
+        return run_id
+    print(
+        f"[{name}] warning: cannot resume run {run_id}: {found}; training {name} again "
+        "from the first epoch in a new run",
+        file=sys.stderr,
+    )
+    client = tracking.client()
+    client.set_tag(run_id, ABANDONED_TAG, found)
+    client.set_terminated(run_id, "FAILED")
+    shutil.rmtree(_checkpoint_dir(config, run_id), ignore_errors=True)
+    return None
 
 
 def _log_figure(fig, name: str) -> None:
@@ -243,6 +268,8 @@ def train_model(
 ) -> RunResult:
     """Train, evaluate and log one architecture as a nested run (resumed if `resume_run_id`)."""
     config = config.for_run(name)  # its own recipe, and what its run logs as params
+    if resume_run_id is not None:
+        resume_run_id = _resumable(name, config, resume_run_id)
     t = config.train
     keras.utils.set_random_seed(t.seed)
     spec = splits.spec
@@ -287,7 +314,7 @@ def train_model(
 
         ckpt = _checkpoint_dir(config, run_id)
         ckpt.mkdir(parents=True, exist_ok=True)
-        best_weights = ckpt / "best.weights.h5"
+        best_weights = ckpt / checkpoints.BEST_WEIGHTS
         callbacks: list[keras.callbacks.Callback] = [
             EpochLogger(run_id, len(splits.y_train), set(range(len(previous_val_losses)))),
             keras.callbacks.ModelCheckpoint(
@@ -305,7 +332,9 @@ def train_model(
                 )
             )
         # Last, so that an epoch counts as done only after it was logged and checkpointed.
-        callbacks.append(keras.callbacks.BackupAndRestore(ckpt / "backup", double_checkpoint=True))
+        callbacks.append(
+            keras.callbacks.BackupAndRestore(ckpt / checkpoints.BACKUP, double_checkpoint=True)
+        )
 
         start = time.perf_counter()
         # The tf.data pipeline already shuffles (seeded); fit's own shuffle does not apply.
@@ -357,13 +386,22 @@ def _result_from_run(run) -> RunResult:
 
 
 def train(config: Config) -> SweepResult:
-    """Train every model of the sweep, tracked in MLflow; resume an interrupted identical sweep."""
+    """Train every model of the sweep, tracked in MLflow; resume an interrupted identical sweep.
+
+    One process at a time per store and configuration (pipeline/sweep_lock.py).
+    """
+    key = _sweep_key(config)
+    locks = Path(config.tracking.checkpoint_dir or paths.CHECKPOINT_DIR) / "locks"
+    with sweep_lock(locks, tracking.tracking_uri(config.tracking), key):
+        return _train_locked(config, key)
+
+
+def _train_locked(config: Config, key: str) -> SweepResult:
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     splits = load_splits(config.data, config.train.seed)
     experiment_id = tracking.setup(config.tracking)
     client = tracking.client()
-    key = _sweep_key(config)
     parents = client.search_runs(
         [experiment_id], filter_string=f"tags.sweep_key = '{key}'", order_by=["start_time DESC"]
     )

@@ -8,6 +8,7 @@ serving/batching.py for why the model is not a second service.
 
 from __future__ import annotations
 
+import itertools
 import os
 from http import HTTPStatus
 from typing import Annotated
@@ -76,6 +77,27 @@ class ModelInfo(BaseModel):
     #: The Keras dtype policy the model computes in, as trained and evaluated.
     precision: str
     max_images_per_request: int
+
+
+def _numbers_array(pixels: list) -> np.ndarray:
+    """`pixels` as float32, if it is a rectangular nested list of JSON numbers. NumPy alone would
+    read the string "12" as 12 and `true` as 1, and fail with OverflowError on a huge integer."""
+    not_numbers = RequestError(
+        "pixels must be a rectangular nested list of numbers (no strings, booleans or nulls)",
+        HTTPStatus.UNPROCESSABLE_ENTITY,
+    )
+    try:
+        raw = np.asarray(pixels)
+    except (ValueError, TypeError, OverflowError):
+        raise not_numbers from None
+    if raw.dtype.kind not in "iuf":  # strings, booleans only, nulls, huge integers, ragged
+        raise not_numbers
+    leaves = pixels
+    for _ in range(raw.ndim - 1):
+        leaves = list(itertools.chain.from_iterable(leaves))
+    if bool in set(map(type, leaves)):  # booleans mixed with numbers pass NumPy as integers
+        raise not_numbers
+    return raw.astype(np.float32)
 
 
 def _batcher(predict):
@@ -223,13 +245,7 @@ class Classifier:
     async def classify_array(self, pixels: list, k: int = 3) -> Predictions:
         """A JSON batch of decoded images (N x H x W x C, values 0-255): top-k labels each."""
         k = self._check_k(k)
-        try:
-            array = np.asarray(pixels, dtype=np.float32)
-        except (ValueError, TypeError):
-            raise RequestError(
-                "pixels must be a rectangular nested list of numbers",
-                HTTPStatus.UNPROCESSABLE_ENTITY,
-            ) from None
+        array = _numbers_array(pixels)
         expected = (self.shape.height, self.shape.width, self.shape.channels)
         if array.ndim == 3 and self.shape.channels == 1 and array.shape[1:] == expected[:2]:
             array = array[..., None]  # N x H x W grayscale is accepted too

@@ -70,6 +70,20 @@ def test_integer_is_accepted_for_a_float():
     assert load_config(None, ["train.learning_rate=1"]).train.learning_rate == 1.0
 
 
+def test_credentials_in_a_tracking_uri_are_never_logged():
+    uri = "postgresql://alice:s3cret@db.internal:5432/mlflow?sslmode=require&sslpassword=k3y"
+    flat = load_config(None, [f"tracking.tracking_uri={uri}"]).flat()
+    logged = flat["tracking.tracking_uri"]
+    assert "s3cret" not in logged and "k3y" not in logged
+    assert logged.startswith("postgresql://alice:***@db.internal:5432/mlflow?")
+    assert "sslmode=require" in logged
+    plain = "sqlite:////tmp/store/mlflow.db"
+    assert (
+        load_config(None, [f"tracking.tracking_uri={plain}"]).flat()["tracking.tracking_uri"]
+        == plain
+    )
+
+
 def test_flat_has_every_dotted_key():
     flat = load_config(None).flat()
     assert flat["train.epochs"] == 10
@@ -82,7 +96,13 @@ def test_flat_has_every_dotted_key():
     [
         (["trian.epochs=3"], "unknown config key 'trian'; did you mean 'train'?"),
         (["train.epoch=3"], "did you mean 'train.epochs'?"),
-        (["train.epochs=0"], "config key 'train.epochs' must be >= 1"),
+        (["train.epochs=0"], "config key 'train.epochs' must be in [1, 10000]"),
+        (["train.weight_decay=.inf"], "config key 'train.weight_decay' must be in [0, 1]"),
+        (["train.weight_decay=.nan"], "config key 'train.weight_decay' must be in [0, 1]"),
+        (["train.learning_rate=.nan"], "config key 'train.learning_rate' must be in (0, 10)"),
+        (["train.momentum=1.5"], "config key 'train.momentum' must be in [0, 1)"),
+        (["train.seed=-1"], "config key 'train.seed' must be in [0, 2**32)"),
+        (["data.image_size=[100000,100000]"], "config key 'data.image_size' must be"),
         (["train.epochs=three"], "config key 'train.epochs' must be of type int"),
         (["train.optimizer=rmsprop"], "config key 'train.optimizer' must be one of"),
         (["data.val_fraction=0.9"], "config key 'data.val_fraction' must be in (0, 0.5)"),
@@ -145,3 +165,26 @@ def test_cli_unknown_model_uri_is_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "nope" in errors[0], proc.stderr[-2000:]
+
+
+def test_a_full_disk_is_one_line_not_a_traceback(capsys):
+    """What a full disk raises while logging or checkpointing (errno ENOSPC) becomes one line;
+    other OS errors are not hidden."""
+    import errno
+
+    import typer
+
+    from pipeline.cli import one_line_errors
+
+    @one_line_errors
+    def write(code: int) -> None:
+        raise OSError(code, os.strerror(code), "/store/mlruns/1/artifacts/model.keras")
+
+    with pytest.raises(typer.Exit) as caught:
+        write(errno.ENOSPC)
+    assert caught.value.exit_code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the disk is full writing /store/mlruns/1/artifacts/model.keras")
+    assert "\n" not in err
+    with pytest.raises(PermissionError):
+        write(errno.EACCES)

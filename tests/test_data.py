@@ -131,6 +131,24 @@ def test_folder_with_empty_class_names_it(tmp_path, fashion):
         data.load_raw(DataConfig(dataset=f"folder:{tmp_path / 'ds'}"))
 
 
+def test_folder_skips_hidden_files_such_as_macos_resource_forks(tmp_path, fashion):
+    _write_folder(tmp_path / "ds", fashion, per_class=10)
+    trouser = tmp_path / "ds" / "Trouser"
+    (trouser / "._0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork")
+    (trouser / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (trouser / ".thumbs").mkdir()
+    (trouser / ".thumbs" / "0.png").write_bytes(b"not an image either")
+    raw = data.load_raw(DataConfig(dataset=f"folder:{tmp_path / 'ds'}"))
+    assert len(raw.y_train) + len(raw.y_test) == 30
+
+
+def test_a_folder_too_small_to_split_says_so_in_one_line(tmp_path, fashion):
+    _write_folder(tmp_path / "ds", fashion, per_class=2)
+    with pytest.raises(DatasetError, match="too few images to hold out") as caught:
+        data.load_splits(DataConfig(dataset=f"folder:{tmp_path / 'ds'}"), seed=0)
+    assert "\n" not in str(caught.value)
+
+
 def test_missing_folder():
     with pytest.raises(DatasetError, match="dataset folder /nonexistent does not exist"):
         data.load_raw(DataConfig(dataset="folder:/nonexistent"))

@@ -212,6 +212,16 @@ def test_classify_array_equals_the_local_model(client, test_images, local_probs)
 # --- bad input -----------------------------------------------------------------------------------
 
 
+JSON = {"Content-Type": "application/json"}
+
+
+def pixels_with(value) -> list:
+    """A valid 1 x 28 x 28 x 1 pixel list, except for one element: `value`."""
+    pixels = np.zeros((1, 28, 28, 1), dtype=int).tolist()
+    pixels[0][5][5][0] = value
+    return pixels
+
+
 def _bad_requests(images: np.ndarray) -> list[tuple[str, dict, int, str]]:
     good = png(images[0, ..., 0])
     bomb = png(np.zeros((2500, 2500), dtype=np.uint8))  # 6.25 Mpx > the 4 Mpx limit
@@ -261,6 +271,12 @@ def _bad_requests(images: np.ndarray) -> list[tuple[str, dict, int, str]]:
         ),
         (
             "/classify_image",
+            {"content": b"", "headers": {"Content-Type": "image/png"}},
+            400,
+            "the request body is empty",
+        ),
+        (
+            "/classify_image",
             {"content": b"x" * (MAX_REQUEST_BYTES + 1), "headers": {"Content-Type": "image/png"}},
             413,
             "exceeds",
@@ -286,6 +302,38 @@ def _bad_requests(images: np.ndarray) -> list[tuple[str, dict, int, str]]:
             "",
         ),
         ("/classify_array", {"json": {"pixels": []}}, 422, "must have shape"),
+        # Values NumPy would take as numbers: strings, booleans, integers too big for a float.
+        ("/classify_array", {"json": {"pixels": pixels_with("12")}}, 422, "no strings, booleans"),
+        ("/classify_array", {"json": {"pixels": pixels_with(True)}}, 422, "no strings, booleans"),
+        ("/classify_array", {"json": {"pixels": pixels_with(None)}}, 422, "no strings, booleans"),
+        (
+            "/classify_array",
+            {"content": b'{"pixels": [[[' + b"9" * 401 + b"]]]}", "headers": JSON},
+            422,
+            "no strings, booleans",
+        ),
+        # Text where files belong is never fetched as a URL.
+        ("/classify", {"data": {"images": "http://127.0.0.1:9/x.png"}}, 400, "URLs are not"),
+        ("/classify", {"data": {"images": "just text"}}, 400, "file field holds text"),
+        (
+            "/classify",
+            {"content": b'"http://127.0.0.1:9/x.png"', "headers": JSON},
+            400,
+            "an object",
+        ),
+        # Pathological JSON in a text field.
+        ("/classify", {**one(good), "data": {"k": "[" * 20_000 + "]" * 20_000}}, 400, "nested"),
+        ("/classify", {**one(good), "data": {"k": "9" * 5000}}, 400, "too many digits"),
+        # BentoML's pickle input would run code from the request: refused.
+        (
+            "/classify_array",
+            {
+                "content": b"\x80\x04K\x01.",
+                "headers": {"Content-Type": "application/vnd.bentoml+pickle"},
+            },
+            415,
+            "not allowed",
+        ),
         ("/classify_array", {"json": {"wrong": 1}}, 400, "Field required"),
         ("/classify_array", {"files": [("pixels", ("p.png", good, "image/png"))]}, 400, "binary"),
     ]

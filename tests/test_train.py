@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -141,6 +142,30 @@ def test_champion_is_the_best_validation_run_and_is_registered(sweep):
     assert len(client.search_model_versions(f"name = '{name}'")) == 1
 
 
+def test_an_interrupted_promotion_is_noticed_and_repaired(sweep):
+    """A kill between moving the alias and saving to BentoML leaves the registry's champion
+    apart from the model `make serve` loads; promotion notices and the next one repairs it.
+    (Its own registered model name, so the session's champion stays as it is.)"""
+    import dataclasses
+
+    from pipeline.selection import champion_mismatch
+
+    config = dataclasses.replace(sweep["config"].tracking, registered_model="cnn-interrupted")
+    parent = sweep["result"].parent_run_id
+    client = use_store(sweep)
+    first = promote(config, parent)
+    assert champion_mismatch(config) is None
+    other = next(r for r in sweep["result"].runs if r.run_id != first.run_id)
+    uri = client.get_run(other.run_id).data.tags["model_uri"]
+    version = mlflow.register_model(uri, "cnn-interrupted").version
+    client.set_registered_model_alias("cnn-interrupted", CHAMPION_ALIAS, version)  # then killed
+    problem = champion_mismatch(config)
+    assert problem and f"v{version} (run {other.run_id})" in problem and "BentoML's" in problem
+    repaired = promote(config, parent)
+    assert champion_mismatch(config) is None
+    assert (repaired.run_id, repaired.version) == (first.run_id, first.version)
+
+
 def test_evaluate_recomputes_the_logged_metrics(sweep):
     use_store(sweep)
     name = sweep["config"].tracking.registered_model
@@ -236,9 +261,8 @@ def test_same_seed_gives_the_same_first_epoch(tmp_path):
     assert first_epoch(tmp_path / "a") == first_epoch(tmp_path / "b")
 
 
-def test_killed_training_resumes_and_logs_each_epoch_once(tmp_path):
-    epochs = 5
-    args = [
+def _quick_lenet_args(tmp_path, epochs: int) -> list[str]:
+    return [
         PIPELINE,
         "train",
         "--config",
@@ -251,6 +275,10 @@ def test_killed_training_resumes_and_logs_each_epoch_once(tmp_path):
             "tracking.promote=false",
         ),
     ]
+
+
+def _kill_after_first_epoch(args: list[str], tmp_path, epochs: int) -> int:
+    """Start `args`, SIGKILL it once an epoch is checkpointed; the epochs it had done."""
     log = open(tmp_path / "first.log", "w")  # noqa: SIM115
     first = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
@@ -268,15 +296,30 @@ def test_killed_training_resumes_and_logs_each_epoch_once(tmp_path):
     first.wait()
     log.close()
     assert 1 <= done_epochs < epochs, (tmp_path / "first.log").read_text()[-2000:]
+    return done_epochs
+
+
+def _runs(tmp_path) -> tuple[MlflowClient, list]:
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("cnn-zoo-quick")
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def _checkpoint_files(tmp_path) -> list:
+    return [p for p in (tmp_path / "checkpoints").glob("*") if p.name != "locks"]
+
+
+def test_killed_training_resumes_and_logs_each_epoch_once(tmp_path):
+    epochs = 5
+    args = _quick_lenet_args(tmp_path, epochs)
+    _kill_after_first_epoch(args, tmp_path, epochs)
 
     second = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resuming run" in second.stdout
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name("cnn-zoo-quick")
-    runs = client.search_runs([experiment.experiment_id])
+    client, runs = _runs(tmp_path)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     models = [r for r in runs if r.data.tags.get("model") == "lenet"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -285,7 +328,50 @@ def test_killed_training_resumes_and_logs_each_epoch_once(tmp_path):
     for key in ("loss", "val_loss", "val_accuracy"):
         steps = [m.step for m in client.get_metric_history(models[0].info.run_id, key)]
         assert sorted(steps) == list(range(epochs)), (key, steps)
-    assert not list((tmp_path / "checkpoints").glob("*"))  # cleaned up once finished
+    assert not _checkpoint_files(tmp_path)  # cleaned up once finished
+
+
+@pytest.mark.parametrize("damaged", ["backup/training_metadata.json", "best.weights.h5"])
+def test_a_corrupt_checkpoint_trains_that_model_again_with_a_warning(tmp_path, damaged):
+    """A checkpoint file cut short (a full disk, a copy interrupted): the run it belonged to
+    is marked abandoned, and the model trains again from its first epoch in a new run."""
+    epochs = 3
+    args = _quick_lenet_args(tmp_path, epochs)
+    _kill_after_first_epoch(args, tmp_path, epochs)
+    (path,) = (tmp_path / "checkpoints").glob(f"*/{damaged}")
+    path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 3)])
+
+    second = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "warning: cannot resume run" in second.stderr
+    assert f"{damaged.split('/')[-1]} is unreadable" in second.stderr
+    client, runs = _runs(tmp_path)
+    lenet = [r for r in runs if r.data.tags.get("model") == "lenet"]
+    abandoned = [r for r in lenet if "abandoned" in r.data.tags]
+    finished = [r for r in lenet if r.info.status == "FINISHED"]
+    assert len(abandoned) == 1 and abandoned[0].info.status == "FAILED"
+    assert len(finished) == 1 and "resumed_from_epoch" not in finished[0].data.tags
+    steps = [m.step for m in client.get_metric_history(finished[0].info.run_id, "val_loss")]
+    assert steps == list(range(epochs))
+    assert not _checkpoint_files(tmp_path)
+
+
+def test_a_second_train_of_the_same_sweep_on_the_same_store_stops_in_one_line(tmp_path):
+    """While one process holds the sweep (here: this test, through the same lock), another
+    `pipeline train` of the same configuration on the same store must not join its runs."""
+    from pipeline.sweep_lock import sweep_lock
+    from pipeline.train import _sweep_key
+
+    args = _quick_lenet_args(tmp_path, 1)
+    config = load_config(paths.CONFIG_DIR / "quick.yaml", args[4:])
+    uri = tracking.tracking_uri(config.tracking)
+    with sweep_lock(tmp_path / "checkpoints" / "locks", uri, _sweep_key(config)):
+        busy = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert busy.returncode == 2, busy.stderr[-2000:]
+    lines = busy.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: this sweep is already running on this tracking store")
+    assert f"pid {os.getpid()}" in lines[-1]
+    assert not (tmp_path / "mlflow.db").exists()  # stopped before touching the store
 
 
 def test_a_tracking_server_works_by_configuration_alone(tmp_path):
