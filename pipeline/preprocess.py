@@ -44,6 +44,17 @@ class ImageShape:
         return cls(height, width, channels)
 
 
+def pixel_count(data: bytes) -> int:
+    """Width x height from the image's header alone (no decoding); 0 if it has none that
+    Pillow reads, in which case decoding it fails fast."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return 0
+    return width * height
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode image bytes fully, refusing empty, unsupported, oversized and truncated files.
 
@@ -154,13 +165,19 @@ def to_pixels(image: Image.Image, shape: ImageShape) -> np.ndarray:
     """
     if image.mode in WIDE_GRAY_MODES:
         image = _eight_bit_gray(image)
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        image = Image.alpha_composite(background, rgba)
-    image = image.convert("L" if shape.channels == 1 else "RGB")
+    transparent = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    if transparent and image.mode != "RGBA":
+        image = image.convert("RGBA")
+    elif not transparent and image.mode not in ("L", "RGB"):
+        image = image.convert("RGB")  # palette, CMYK, 1-bit: resized in colour, not by index
+    # Resize first: a large image is then composited and converted at the model's size. Pillow
+    # resizes RGBA with premultiplied alpha, so this equals compositing first, up to rounding.
     if image.size != (shape.width, shape.height):
         image = image.resize((shape.width, shape.height), Image.Resampling.BILINEAR)
+    if transparent:
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, image)
+    image = image.convert("L" if shape.channels == 1 else "RGB")
     pixels = np.asarray(image, dtype=np.uint8)
     return pixels.reshape(shape.height, shape.width, shape.channels)
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
 from pipeline.precision import model_precision
-from pipeline.preprocess import ImageDecodeError, ImageShape, image_bytes_to_pixels
+from pipeline.preprocess import ImageDecodeError, ImageShape, image_bytes_to_pixels, pixel_count
 from serving import settings as settings_module
 from serving import upstream
 from serving.auth import RequestGuard
@@ -141,6 +141,7 @@ class Classifier:
         for batch in (1, 8):
             self._probabilities(np.zeros((batch, *meta["input_shape"]), dtype=np.float32))
         self.batcher = _batcher(self._probabilities)
+        self._decode_limiter: anyio.CapacityLimiter | None = None
         self.class_names: list[str] = list(meta["class_names"])
         self.shape = ImageShape.of(meta["input_shape"])
         self.info = ModelInfo(
@@ -181,6 +182,20 @@ class Classifier:
             return image_bytes_to_pixels(data, self.shape, max_pixels=SETTINGS.max_pixels)
         except ImageDecodeError as exc:
             raise RequestError(f"{name}: {exc}", HTTPStatus(exc.status)) from None
+
+    def _decode_stack(self, files: list[tuple[bytes, str]]) -> np.ndarray:
+        return np.stack([self._decode(data, name) for data, name in files])
+
+    async def _decode_all(self, files: list[tuple[bytes, str]]) -> np.ndarray:
+        """(N, H, W, C) pixels of (bytes, name) files: large requests in a worker thread, at
+        most SERVING_DECODE_THREADS at once (serving/settings.py says why)."""
+        if sum(pixel_count(data) for data, _ in files) <= SETTINGS.inline_decode_pixels:
+            return self._decode_stack(files)
+        if self._decode_limiter is None:  # created on the event loop that uses it
+            self._decode_limiter = anyio.CapacityLimiter(SETTINGS.decode_threads)
+        return await anyio.to_thread.run_sync(
+            self._decode_stack, files, limiter=self._decode_limiter
+        )
 
     def _probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Softmax of the model's logits for a batch (N, H, W, C) of pixels in [0, 255]."""
@@ -227,9 +242,7 @@ class Classifier:
                 f"{len(images)} images in one request; the limit is {SETTINGS.max_images}",
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
             )
-        pixels = np.stack(
-            [self._decode(upload.data, f"image {i}") for i, upload in enumerate(images)]
-        )
+        pixels = await self._decode_all([(u.data, f"image {i}") for i, u in enumerate(images)])
         return await self._top_k(pixels, k)
 
     @bentoml.api(route="/classify_image")
@@ -238,7 +251,7 @@ class Classifier:
 
         For curl: `curl --data-binary @shoe.png -H 'Content-Type: image/png' .../classify_image`.
         """
-        pixels = self._decode(image, "body")[None]
+        pixels = await self._decode_all([(image, "body")])
         return await self._top_k(pixels, min(3, len(self.class_names)))
 
     @bentoml.api

@@ -49,6 +49,11 @@ class Settings:
     max_queued_images: int
     #: cork: the latency budget the dispatcher plans for; it sheds load it cannot serve in time.
     max_latency_ms: int
+    #: Requests with more pixels than this in all their images are decoded in a worker thread
+    #: (at most `decode_threads` at once), so the event loop keeps answering meanwhile; smaller
+    #: ones decode on the loop, where a 28x28 PNG takes less time than a thread hop.
+    inline_decode_pixels: int
+    decode_threads: int
     #: Worker processes; each holds the model and batches its own requests.
     workers: int
 
@@ -73,5 +78,8 @@ def load() -> Settings:
         # without errors but 32 clients sending 64 images each got 503s from the dispatcher's
         # load shedding; 5000 ms serves both without errors.
         max_latency_ms=_int("SERVING_MAX_LATENCY_MS", 5000),
+        # 512 x 512: a few milliseconds of decoding at most on the event loop.
+        inline_decode_pixels=_int("SERVING_INLINE_DECODE_PIXELS", 512 * 512),
+        decode_threads=_int("SERVING_DECODE_THREADS", 2),
         workers=_int("SERVING_WORKERS", 1),
     )
