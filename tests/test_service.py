@@ -354,6 +354,42 @@ def test_bad_inputs_get_4xx_with_a_reason_and_the_server_keeps_serving(client, t
         assert client.post("/classify", **good).status_code == 200
 
 
+def test_a_chunked_body_over_the_limit_is_refused_as_it_arrives(server):
+    """No Content-Length to judge by: the server counts the body as it comes and answers 413
+    long before the client has sent it all, instead of buffering it first."""
+    import select
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(server)
+    chunk = b"\x00" * 65536
+    sent = 0
+    with socket.create_connection((where.hostname, where.port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /classify_image HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\n".encode()
+            + b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        answer = b""
+        while sent < 16 * MAX_REQUEST_BYTES:
+            if select.select([sock], [], [], 0)[0]:
+                break  # the server answered
+            try:
+                sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                break  # it closed the connection after answering
+            sent += len(chunk)
+        with contextlib.suppress(OSError):
+            while b"]" not in answer:
+                more = sock.recv(65536)
+                if not more:
+                    break
+                answer += more
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"request body exceeds" in answer
+    assert sent < 2 * MAX_REQUEST_BYTES, sent  # refused while the body was still coming
+
+
 def test_token_is_required(server):
     files = {"images": ("a.png", b"x", "image/png")}
     assert httpx.post(f"{server}/classify", files=files).status_code == 401
