@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
-import subprocess
-import tempfile
 from pathlib import Path
 
-from bench.processes import free_port, wait_until_ready
+from bench.processes import ServerProcess
 from bench.serving import Body, Server, load, request_bodies, workdir
 from pipeline import paths
 
@@ -28,51 +25,20 @@ REPEATS = 3
 DURATION_S = {1: 10, 64: 30}
 
 
-class MlflowServer:
+class MlflowServer(ServerProcess):
     """`mlflow models serve` of `model_uri` on 127.0.0.1, on the project's tracking store."""
 
     def __init__(self, model_uri: str, tracking_uri: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        venv_bin = Path(paths.PROJECT_ROOT / ".venv/bin")
+        venv_bin = paths.PROJECT_ROOT / ".venv/bin"
         env = {
-            **os.environ,
             "MLFLOW_TRACKING_URI": tracking_uri,
             # It execs `uvicorn`, which must be on PATH.
             "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
             "TF_CPP_MIN_LOG_LEVEL": "3",
         }
-        self.log = tempfile.NamedTemporaryFile("w", suffix=".log", delete=False)  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                str(venv_bin / "mlflow"),
-                "models",
-                "serve",
-                "-m",
-                model_uri,
-                "--env-manager",
-                "local",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-            ],
-            cwd=paths.PROJECT_ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        if not wait_until_ready(f"{self.url}/ping", self.proc, timeout_s=240):
-            self.stop()
-            raise RuntimeError(f"mlflow models serve did not start; see {self.log.name}")
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        command = [str(venv_bin / "mlflow"), "models", "serve", "-m", model_uri]
+        command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", "{port}"]
+        super().__init__(command, env, "/ping")
 
 
 def _mlflow_bodies(work: Path, ours: dict[str, Body]) -> dict[str, Body]:

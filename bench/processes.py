@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 import httpx
@@ -27,3 +30,33 @@ def wait_until_ready(url: str, proc: subprocess.Popen, timeout_s: float) -> bool
             pass
         time.sleep(1)
     return False
+
+
+class ServerProcess:
+    """A server command run from the project root in its own process group, logging to a
+    temporary file, waited for until `ready_path` answers 200; `stop()` ends the group."""
+
+    def __init__(self, command: list[str], env: dict[str, str], ready_path: str) -> None:
+        from pipeline import paths
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile("w", suffix=".log", delete=False)  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [part.replace("{port}", str(self.port)) for part in command],
+            cwd=paths.PROJECT_ROOT,
+            env={**os.environ, **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if not wait_until_ready(f"{self.url}{ready_path}", self.proc, timeout_s=240):
+            self.stop()
+            raise RuntimeError(f"{command[0]} did not start; see {self.log.name}")
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self.proc.pid, signal.SIGKILL)

@@ -13,7 +13,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from bench.processes import free_port, wait_until_ready
+from bench.processes import ServerProcess
 from pipeline import paths
 
 CONCURRENCY = (1, 8, 32, 64)
@@ -102,40 +101,20 @@ def _peak_rss_mib(root_pid: int) -> dict[str, float]:
     return peaks
 
 
-class Server:
+class Server(ServerProcess):
     """`bentoml serve` of the service with `batcher` (serving/settings.py) and `model_tag`."""
 
     def __init__(self, batcher: str, model_tag: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         env = {
-            **os.environ,
             "SERVING_BATCHER": batcher,
             "SERVING_MODEL": model_tag,
             "BENTOML_DO_NOT_TRACK": "True",
             "TF_CPP_MIN_LOG_LEVEL": "3",
+            "SERVING_API_TOKEN": "",
         }
-        env.pop("SERVING_API_TOKEN", None)
-        self.log = tempfile.NamedTemporaryFile("w", suffix=".log", delete=False)  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                str(paths.PROJECT_ROOT / ".venv/bin/bentoml"),
-                "serve",
-                "serving.service:Classifier",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            cwd=paths.PROJECT_ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        if not wait_until_ready(f"{self.url}/readyz", self.proc, timeout_s=240):
-            self.stop()
-            raise RuntimeError(f"server did not start; see {self.log.name}")
+        bentoml = str(paths.PROJECT_ROOT / ".venv/bin/bentoml")
+        command = [bentoml, "serve", "serving.service:Classifier", "--host", "127.0.0.1"]
+        super().__init__([*command, "--port", "{port}"], env, "/readyz")
 
     def worker_rss_mib(self) -> float:
         """Resident memory of the service worker (the process that holds the model) now."""
@@ -145,13 +124,6 @@ class Server:
             if "_bentoml_impl.worker.service" in " ".join(proc.cmdline()):
                 return proc.memory_info().rss / 2**20
         raise RuntimeError("no service worker found under the server")
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 def wrk(

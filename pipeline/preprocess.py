@@ -44,22 +44,9 @@ class ImageShape:
         return cls(height, width, channels)
 
 
-def pixel_count(data: bytes) -> int:
-    """Width x height from the image's header alone (no decoding); 0 if it has none that
-    Pillow reads, in which case decoding it fails fast."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return 0
-    return width * height
-
-
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode image bytes fully, refusing empty, unsupported, oversized and truncated files.
-
-    The header is read first, so a decompression bomb is refused before its pixels are decoded.
-    """
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Read an image's header, refusing empty, unsupported and oversized files; its pixels are
+    not decoded yet, so a decompression bomb is refused before they are (`load_image` next)."""
     if not data:
         raise ImageDecodeError("the file is empty (0 bytes)")
     try:
@@ -81,6 +68,12 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
             f"{max_pixels}",
             status=413,
         )
+    return image
+
+
+def load_image(image: Image.Image, data: bytes) -> Image.Image:
+    """Decode the pixels of an image `open_image` returned (from `data`), refusing truncated
+    files, and turn it as EXIF says a viewer shows it."""
     try:
         image.load()
     except (OSError, SyntaxError, ValueError) as exc:
@@ -92,6 +85,11 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         return ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError, TypeError) as exc:
         raise ImageDecodeError(f"corrupt EXIF data in the {image.format} image: {exc}") from None
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode image bytes fully: `open_image`, then `load_image`."""
+    return load_image(open_image(data, max_pixels), data)
 
 
 #: Channels per PNG colour type (grey, RGB, palette, grey + alpha, RGBA).

@@ -8,6 +8,7 @@ serving/batching.py for why the model is not a second service.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from http import HTTPStatus
@@ -18,11 +19,12 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException
 from bentoml.validators import ContentType
+from PIL import Image
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
 from pipeline.precision import model_precision
-from pipeline.preprocess import ImageDecodeError, ImageShape, image_bytes_to_pixels, pixel_count
+from pipeline.preprocess import ImageDecodeError, ImageShape, load_image, open_image, to_pixels
 from serving import settings as settings_module
 from serving import upstream
 from serving.auth import RequestGuard
@@ -77,6 +79,15 @@ class ModelInfo(BaseModel):
     #: The Keras dtype policy the model computes in, as trained and evaluated.
     precision: str
     max_images_per_request: int
+
+
+@contextlib.contextmanager
+def _as_request_error(name: str):
+    """An image that cannot be used becomes the client error its status says, named."""
+    try:
+        yield
+    except ImageDecodeError as exc:
+        raise RequestError(f"{name}: {exc}", HTTPStatus(exc.status)) from None
 
 
 def _numbers_array(pixels: list) -> np.ndarray:
@@ -172,30 +183,35 @@ class Classifier:
             )
         return k
 
-    def _decode(self, data: bytes, name: str) -> np.ndarray:
+    def _open(self, data: bytes, name: str) -> Image.Image:
+        """The image's header, checked: byte, pixel and format limits (no pixels decoded)."""
         if len(data) > SETTINGS.max_image_bytes:
             raise RequestError(
                 f"{name}: {len(data)} bytes is more than the limit of {SETTINGS.max_image_bytes}",
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
             )
-        try:
-            return image_bytes_to_pixels(data, self.shape, max_pixels=SETTINGS.max_pixels)
-        except ImageDecodeError as exc:
-            raise RequestError(f"{name}: {exc}", HTTPStatus(exc.status)) from None
+        with _as_request_error(name):
+            return open_image(data, max_pixels=SETTINGS.max_pixels)
 
-    def _decode_stack(self, files: list[tuple[bytes, str]]) -> np.ndarray:
-        return np.stack([self._decode(data, name) for data, name in files])
+    def _pixels(self, opened: list[tuple[Image.Image, bytes, str]]) -> np.ndarray:
+        """(N, H, W, C) model input from opened images (image, its bytes, its name)."""
+        out = []
+        for image, data, name in opened:
+            with _as_request_error(name):
+                out.append(to_pixels(load_image(image, data), self.shape))
+        return np.stack(out)
 
     async def _decode_all(self, files: list[tuple[bytes, str]]) -> np.ndarray:
         """(N, H, W, C) pixels of (bytes, name) files: large requests in a worker thread, at
         most SERVING_DECODE_THREADS at once (serving/settings.py says why)."""
-        if sum(pixel_count(data) for data, _ in files) <= SETTINGS.inline_decode_pixels:
-            return self._decode_stack(files)
+        opened = [(self._open(data, name), data, name) for data, name in files]
+        if sum(image.width * image.height for image, _, _ in opened) <= (
+            SETTINGS.inline_decode_pixels
+        ):
+            return self._pixels(opened)
         if self._decode_limiter is None:  # created on the event loop that uses it
             self._decode_limiter = anyio.CapacityLimiter(SETTINGS.decode_threads)
-        return await anyio.to_thread.run_sync(
-            self._decode_stack, files, limiter=self._decode_limiter
-        )
+        return await anyio.to_thread.run_sync(self._pixels, opened, limiter=self._decode_limiter)
 
     def _probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Softmax of the model's logits for a batch (N, H, W, C) of pixels in [0, 255]."""
