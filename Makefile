@@ -22,7 +22,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 BENTOFILE := $(if $(filter 1,$(GPU)),bentofile.gpu.yaml,bentofile.yaml)
 MODELS_OVERRIDE := $(if $(MODELS),models=[$(MODELS)])
 
-.PHONY: help setup data train ui serve bento containerize bench bench-serving bench-training bench-zoo bench-soak results test lint format clean
+.PHONY: help setup data train ui serve bento containerize bench bench-serving bench-training bench-zoo bench-soak bench-faults results test lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-13s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ bench-zoo: setup ## The zoo loop's augmentation and batch-norm benchmark again, 
 
 bench-soak: setup ## The 10-minute serving soak again, keeping the rest -> docs/BENCHMARKS.md
 	$(BIN)/python -m bench.run --soak
+
+bench-faults: setup ## Decode floods against /livez and a worker killed mid-burst again, keeping the rest
+	$(BIN)/python -m bench.run --faults
 
 results: setup ## Regenerate docs/RESULTS.md from the MLflow runs
 	$(BIN)/python -m bench.results

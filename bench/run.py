@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pandas as pd
 
-from bench import history, peer, serving, soak
+from bench import faults, history, peer, serving, soak
 from bench.machine import describe_machine, matmul_peak_gflops
 from pipeline import paths
 
@@ -229,7 +229,12 @@ def render(raw: dict) -> str:
     )
     after_load = "".join(
         f"\n{module.render(raw[key])}"
-        for key, module in (("history", history), ("peer", peer), ("soak", soak))
+        for key, module in (
+            ("history", history),
+            ("peer", peer),
+            ("soak", soak),
+            ("faults", faults),
+        )
         if key in raw
     )
     augment_note = (
@@ -368,7 +373,8 @@ def main() -> None:
     `--render` re-renders the JSON; `--serving` measures serving again (throughput, latency
     after load, MLflow's server as a peer) and keeps the training figures (about 40 minutes
     on 2 cores); `--training` does the reverse; `--zoo` measures only the zoo loop's
-    augmentation and batch norm (about 10 minutes); `--soak` only the 10-minute soak.
+    augmentation and batch norm (about 10 minutes); `--soak` only the 10-minute soak;
+    `--faults` only the decode floods and the killed worker (about 5 minutes).
     """
     if "--render" in sys.argv:
         raw = json.loads(RAW.read_text())
@@ -377,11 +383,11 @@ def main() -> None:
         peak = matmul_peak_gflops()
         print(f"machine: {machine}, matmul peak {peak:.0f} GFLOP/s", flush=True)
         today = datetime.date.today().isoformat()
-        partial = {"--serving", "--training", "--zoo", "--soak"} & set(sys.argv)
+        partial = {"--serving", "--training", "--zoo", "--soak", "--faults"} & set(sys.argv)
         if partial:
             raw = json.loads(RAW.read_text())
             # Each section is measured whole and names its own machine; ratios never cross them.
-        if not {"--serving", "--zoo", "--soak"} & set(sys.argv):
+        if not {"--serving", "--zoo", "--soak", "--faults"} & set(sys.argv):
             raw = {
                 **(raw if partial else {}),
                 "date": today,
@@ -410,6 +416,9 @@ def main() -> None:
             }
         if not partial or "--soak" in sys.argv:
             raw |= {"soak": {**soak.run(next(iter(served_models().values()))), "machine": machine}}
+        if not partial or "--faults" in sys.argv:
+            champion = next(iter(served_models().values()))
+            raw |= {"faults": {**faults.run(champion), "machine": machine, "date": today}}
         paths.DOCS_DIR.mkdir(exist_ok=True)
         RAW.write_text(json.dumps(raw, indent=1))
     out = paths.DOCS_DIR / "BENCHMARKS.md"

@@ -67,13 +67,13 @@ def _multipart(images: list[bytes]) -> tuple[bytes, str]:
     )
 
 
-def _test_images(count: int):
+def fashion_test_images(count: int):
     from pipeline.data import load_fashion_mnist
 
     return load_fashion_mnist().x_test[:count, ..., 0]
 
 
-def _pngs(images) -> list[bytes]:
+def as_pngs(images) -> list[bytes]:
     out = []
     for img in images:
         buffer = io.BytesIO()
@@ -205,8 +205,8 @@ def workdir() -> Path:
 def request_bodies(work: Path) -> dict[str, Body]:
     """No-op, 1 and 64 PNG uploads, and the same images decoded as JSON arrays (what a client
     that already holds pixels sends), written to `work`."""
-    images = _test_images(64)
-    pngs = _pngs(images)
+    images = fashion_test_images(64)
+    pngs = as_pngs(images)
     (work / "noop").write_bytes(b"{}")
     bodies = {"no-op": Body(work / "noop", "application/json", 0, "/noop")}
     for name, files in (("classify x1", pngs[:1]), ("classify x64", pngs)):

@@ -8,7 +8,6 @@ serving/batching.py for why the model is not a second service.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 from http import HTTPStatus
@@ -19,21 +18,22 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException
 from bentoml.validators import ContentType
-from PIL import Image
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
 from pipeline.precision import model_precision
-from pipeline.preprocess import ImageDecodeError, ImageShape, load_image, open_image, to_pixels
+from pipeline.preprocess import ImageDecodeError, ImageShape
+from serving import connections, upstream
 from serving import settings as settings_module
-from serving import upstream
-from serving.auth import RequestGuard
 from serving.batching import CorkBatcher, EagerBatcher, Overloaded
+from serving.decoding import Decoder, NamedImage
+from serving.guard import RequestGuard
 from serving.heap import freeze_startup_objects
 from serving.uploads import UploadedFile
 
 SETTINGS = settings_module.load()
 upstream.install()
+connections.install(SETTINGS.header_timeout_s)
 # TensorFlow takes GPU memory as it needs it instead of all of it at start-up.
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -79,15 +79,6 @@ class ModelInfo(BaseModel):
     #: The Keras dtype policy the model computes in, as trained and evaluated.
     precision: str
     max_images_per_request: int
-
-
-@contextlib.contextmanager
-def _as_request_error(name: str):
-    """An image that cannot be used becomes the client error its status says, named."""
-    try:
-        yield
-    except ImageDecodeError as exc:
-        raise RequestError(f"{name}: {exc}", HTTPStatus(exc.status)) from None
 
 
 def _numbers_array(pixels: list) -> np.ndarray:
@@ -152,9 +143,15 @@ class Classifier:
         for batch in (1, 8):
             self._probabilities(np.zeros((batch, *meta["input_shape"]), dtype=np.float32))
         self.batcher = _batcher(self._probabilities)
-        self._decode_limiter: anyio.CapacityLimiter | None = None
         self.class_names: list[str] = list(meta["class_names"])
         self.shape = ImageShape.of(meta["input_shape"])
+        self.decoder = Decoder(
+            self.shape,
+            max_image_bytes=SETTINGS.max_image_bytes,
+            max_pixels=SETTINGS.max_pixels,
+            inline_pixels=SETTINGS.inline_decode_pixels,
+            processes=SETTINGS.decode_processes,
+        )
         self.info = ModelInfo(
             model_tag=str(stored.tag),
             architecture=meta["model"],
@@ -183,35 +180,12 @@ class Classifier:
             )
         return k
 
-    def _open(self, data: bytes, name: str) -> Image.Image:
-        """The image's header, checked: byte, pixel and format limits (no pixels decoded)."""
-        if len(data) > SETTINGS.max_image_bytes:
-            raise RequestError(
-                f"{name}: {len(data)} bytes is more than the limit of {SETTINGS.max_image_bytes}",
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-            )
-        with _as_request_error(name):
-            return open_image(data, max_pixels=SETTINGS.max_pixels)
-
-    def _pixels(self, opened: list[tuple[Image.Image, bytes, str]]) -> np.ndarray:
-        """(N, H, W, C) model input from opened images (image, its bytes, its name)."""
-        out = []
-        for image, data, name in opened:
-            with _as_request_error(name):
-                out.append(to_pixels(load_image(image, data), self.shape))
-        return np.stack(out)
-
-    async def _decode_all(self, files: list[tuple[bytes, str]]) -> np.ndarray:
-        """(N, H, W, C) pixels of (bytes, name) files: large requests in a worker thread, at
-        most SERVING_DECODE_THREADS at once (serving/settings.py says why)."""
-        opened = [(self._open(data, name), data, name) for data, name in files]
-        if sum(image.width * image.height for image, _, _ in opened) <= (
-            SETTINGS.inline_decode_pixels
-        ):
-            return self._pixels(opened)
-        if self._decode_limiter is None:  # created on the event loop that uses it
-            self._decode_limiter = anyio.CapacityLimiter(SETTINGS.decode_threads)
-        return await anyio.to_thread.run_sync(self._pixels, opened, limiter=self._decode_limiter)
+    async def _decode(self, files: list[NamedImage]) -> np.ndarray:
+        """(N, H, W, C) model input; an image that cannot be used is a client error."""
+        try:
+            return await self.decoder(files)
+        except ImageDecodeError as exc:
+            raise RequestError(str(exc), HTTPStatus(exc.status)) from None
 
     def _probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Softmax of the model's logits for a batch (N, H, W, C) of pixels in [0, 255]."""
@@ -258,7 +232,8 @@ class Classifier:
                 f"{len(images)} images in one request; the limit is {SETTINGS.max_images}",
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
             )
-        pixels = await self._decode_all([(u.data, f"image {i}") for i, u in enumerate(images)])
+        files = [NamedImage(upload.data, f"image {i}") for i, upload in enumerate(images)]
+        pixels = await self._decode(files)
         return await self._top_k(pixels, k)
 
     @bentoml.api(route="/classify_image")
@@ -267,7 +242,7 @@ class Classifier:
 
         For curl: `curl --data-binary @shoe.png -H 'Content-Type: image/png' .../classify_image`.
         """
-        pixels = await self._decode_all([(image, "body")])
+        pixels = await self._decode([NamedImage(image, "body")])
         return await self._top_k(pixels, min(3, len(self.class_names)))
 
     @bentoml.api
@@ -307,5 +282,8 @@ class Classifier:
 
 
 Classifier.add_asgi_middleware(
-    RequestGuard, token=SETTINGS.api_token, max_request_bytes=SETTINGS.max_request_bytes
+    RequestGuard,
+    token=SETTINGS.api_token,
+    max_request_bytes=SETTINGS.max_request_bytes,
+    max_bytes_in_flight=SETTINGS.max_bytes_in_flight,
 )

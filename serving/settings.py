@@ -16,6 +16,19 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise SystemExit(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
 def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
     raw = os.environ.get(name) or default
     if raw not in choices:
@@ -35,6 +48,11 @@ class Settings:
     max_images: int
     max_image_bytes: int
     max_request_bytes: int
+    #: Bytes of requests a worker admits at once (counted before BentoML parses them); past
+    #: it, 503 with Retry-After. A lone request within `max_request_bytes` is always admitted.
+    max_bytes_in_flight: int
+    #: Seconds a connection has for each request's headers (serving/connections.py).
+    header_timeout_s: float
     max_pixels: int
     max_k: int
     #: Ask BentoML for one GPU for the service (set when the bento is built for GPU).
@@ -49,11 +67,11 @@ class Settings:
     max_queued_images: int
     #: cork: the latency budget the dispatcher plans for; it sheds load it cannot serve in time.
     max_latency_ms: int
-    #: Requests with more pixels than this in all their images are decoded in a worker thread
-    #: (at most `decode_threads` at once), so the event loop keeps answering meanwhile; smaller
-    #: ones decode on the loop, where a 28x28 PNG takes less time than a thread hop.
+    #: Requests with more pixels than this in all their images are decoded in a separate
+    #: process (at most `decode_processes` at once), so the event loop keeps answering
+    #: meanwhile; smaller ones decode on the loop (serving/decoding.py says why).
     inline_decode_pixels: int
-    decode_threads: int
+    decode_processes: int
     #: Worker processes; each holds the model and batches its own requests.
     workers: int
 
@@ -65,6 +83,10 @@ def load() -> Settings:
         max_images=_int("SERVING_MAX_IMAGES", 64),
         max_image_bytes=_int("SERVING_MAX_IMAGE_BYTES", 10 * 1024 * 1024),
         max_request_bytes=_int("SERVING_MAX_REQUEST_BYTES", 64 * 1024 * 1024),
+        # Two requests of the largest size: parsed JSON takes several times its bytes.
+        max_bytes_in_flight=_int("SERVING_MAX_BYTES_IN_FLIGHT", 128 * 1024 * 1024),
+        # Above uvicorn's 5 s keep-alive timeout, which closes idle connections first.
+        header_timeout_s=_seconds("SERVING_HEADER_TIMEOUT_S", 10.0),
         max_pixels=_int("SERVING_MAX_PIXELS", 40_000_000),
         max_k=_int("SERVING_MAX_K", 100),
         gpu=os.environ.get("SERVING_GPU", "0") == "1",
@@ -80,6 +102,7 @@ def load() -> Settings:
         max_latency_ms=_int("SERVING_MAX_LATENCY_MS", 5000),
         # 512 x 512: a few milliseconds of decoding at most on the event loop.
         inline_decode_pixels=_int("SERVING_INLINE_DECODE_PIXELS", 512 * 512),
-        decode_threads=_int("SERVING_DECODE_THREADS", 2),
+        # One process: on 2 cores, the other core is left to the event loop and the model.
+        decode_processes=_int("SERVING_DECODE_PROCESSES", 1),
         workers=_int("SERVING_WORKERS", 1),
     )

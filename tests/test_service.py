@@ -6,6 +6,7 @@ import ast
 import concurrent.futures
 import contextlib
 import io
+import json
 import os
 import re
 import signal
@@ -94,6 +95,8 @@ def serving(bento_tag: str, env: dict[str, str], log_path: Path):
 #: The test servers' small limits, so that over-limit cases are cheap to send.
 SMALL_LIMITS = {
     "SERVING_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
+    "SERVING_MAX_BYTES_IN_FLIGHT": str(6 * 1024 * 1024),
+    "SERVING_HEADER_TIMEOUT_S": "3",
     "SERVING_MAX_PIXELS": "4000000",
     "SERVING_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
 }
@@ -514,35 +517,141 @@ def _big_flat_png() -> bytes:
     return buffer.getvalue()
 
 
-def livez_worst_during_flood(url: str, headers: dict, clients: int = 16) -> tuple[float, set]:
-    """The slowest `/livez` answer while `clients` large images are decoded at once, and the
-    statuses the images got."""
-    body = _big_flat_png()
-    files = [("images", ("big.png", body, "image/png"))]
-    statuses: set[int] = set()
-    worst = 0.0
-    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        sent = [
-            pool.submit(httpx.post, f"{url}/classify", files=files, headers=headers, timeout=120)
-            for _ in range(clients)
-        ]
-        time.sleep(0.05)
-        while not all(f.done() for f in sent):
-            start = time.perf_counter()
-            assert httpx.get(f"{url}/livez", timeout=30).status_code == 200
-            worst = max(worst, time.perf_counter() - start)
-            time.sleep(0.01)
+def health_checks_during_flood(
+    url: str, headers: dict, clients: int = 16
+) -> tuple[list[float], set[int]]:
+    """`/livez` and `/readyz` latencies (ms), probed from a process of its own while `clients`
+    large images are decoded at once, and the statuses the images got."""
+    from urllib.parse import urlsplit
+
+    from bench.health_probe import HealthProbe
+
+    files = [("images", ("big.png", _big_flat_png(), "image/png"))]
+    with (
+        HealthProbe(urlsplit(url).port) as probe,
+        httpx.Client(base_url=url, headers=headers, timeout=120) as flood,
+        concurrent.futures.ThreadPoolExecutor(clients) as pool,
+    ):
+        sent = [pool.submit(flood.post, "/classify", files=files) for _ in range(clients)]
         statuses = {f.result().status_code for f in sent}
-    return worst, statuses
+    assert not probe.errors, probe.errors[:3]
+    assert len(probe.latencies_ms) >= 20, "the flood ended before the probe had started"
+    return probe.latencies_ms, statuses
+
+
+def _decoding_processes(url: str) -> list:
+    """The decoding processes (serving/decoding.py) under the `bentoml serve` of `url`."""
+    import psutil
+
+    port = url.rsplit(":", 1)[1]
+    for process in psutil.process_iter(["cmdline"]):
+        command = process.info["cmdline"] or []
+        if "serve" in command and "--port" in command and port in command:
+            return [
+                child
+                for child in process.children(recursive=True)
+                if "spawn_main" in " ".join(child.cmdline())
+            ]
+    raise AssertionError(f"no `bentoml serve` on port {port}")
 
 
 def test_health_checks_are_answered_while_large_images_are_decoded(server):
-    """Large images decode in worker threads, so the event loop keeps answering `/livez`.
-    Measured here with 16 such images at once: at worst 0.26-0.36 s; with every image
-    decoded on the loop (SERVING_INLINE_DECODE_PIXELS=1000000000), 1.47-1.59 s."""
-    worst, statuses = livez_worst_during_flood(server, AUTH)
+    """Large images decode in a process of their own, so the event loop keeps answering
+    `/livez` and `/readyz`. With 16 such images at once, `make bench-faults` measured the worst
+    health check at 8 ms, against 1.2 s with every image decoded on the loop; this bound only
+    catches a return to decoding on the loop."""
+    latencies, statuses = health_checks_during_flood(server, AUTH)
     assert statuses == {200}
-    assert worst < 0.75, f"/livez took {worst:.2f} s during the flood"
+    assert max(latencies) < 500, f"a health check took {max(latencies):.0f} ms during the flood"
+    assert _decoding_processes(server), "no decoding process under the server"
+
+
+def test_a_killed_decoding_process_is_replaced_and_the_image_still_answered(server, client):
+    """The decoding process dies (here: SIGKILL; in life, a decoder crash or the OOM killer):
+    the next large image starts a new one and is answered, and small images never noticed."""
+    files = [("images", ("big.png", _big_flat_png(), "image/png"))]
+    assert client.post("/classify", files=files).status_code == 200
+    before = _decoding_processes(server)
+    for process in before:
+        process.kill()
+    answer = client.post("/classify", files=files)
+    assert answer.status_code == 200, answer.text
+    after = _decoding_processes(server)
+    assert after and not {p.pid for p in after} & {p.pid for p in before}
+
+
+def _read_until_closed(sock) -> bytes:
+    answer = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(4096):
+            answer += chunk
+    return answer
+
+
+def test_connections_that_never_finish_their_headers_are_closed(server, client):
+    """Slowloris: a silent connection is closed after the header timeout (3 s on the test
+    server); one that trickles header lines gets 408 with the reason; a slow body is not cut
+    by it; and the server keeps serving."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = (urlsplit(server).hostname, urlsplit(server).port)
+    start = time.perf_counter()
+    with socket.create_connection(where, timeout=30) as silent:
+        assert _read_until_closed(silent) == b""
+    assert 2.5 < time.perf_counter() - start < 10
+
+    start = time.perf_counter()
+    with socket.create_connection(where, timeout=30) as trickle:
+        trickle.sendall(b"POST /classify HTTP/1.1\r\nHost: test\r\n")
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for i in range(20):  # a header line a second, for longer than the timeout
+                time.sleep(1)
+                trickle.sendall(f"X-Slow-{i}: 1\r\n".encode())
+        answer = _read_until_closed(trickle)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+    assert b"request headers not received in time" in answer
+    assert time.perf_counter() - start < 10
+
+    body = json.dumps({"pixels": [[[0] * 28] * 28]}).encode()
+    with socket.create_connection(where, timeout=30) as slow_body:
+        slow_body.sendall(
+            b"POST /classify_array HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\nContent-Length: {len(body)}\r\n".encode()
+            + b"Connection: close\r\n\r\n"
+        )
+        time.sleep(4)  # past the header timeout: headers were complete, so it does not apply
+        slow_body.sendall(body)
+        answer = _read_until_closed(slow_body)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert client.get("/livez").status_code == 200
+
+
+def test_requests_past_the_bytes_in_flight_budget_get_503_before_they_are_read(server, client):
+    """A request whose body is still arriving holds its bytes of the budget (6 MiB on the test
+    server); a second one that would pass it gets 503 with Retry-After at once, unread, and is
+    admitted once the first is gone."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = (urlsplit(server).hostname, urlsplit(server).port)
+    second = b" " * (3 * 1024 * 1024)
+    headers = {"Content-Type": "application/json"}
+    with socket.create_connection(where, timeout=30) as first:
+        first.sendall(
+            b"POST /classify_array HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\nContent-Length: {MAX_REQUEST_BYTES}\r\n".encode()
+            + b"\r\n"
+            + b" " * 65536
+        )
+        time.sleep(0.5)
+        busy = client.post("/classify_array", content=second, headers=headers)
+        assert busy.status_code == 503, busy.text
+        assert busy.headers["retry-after"] == "1"
+        assert "bytes of requests in flight" in busy.json()[0]["error"]
+    time.sleep(0.5)
+    admitted = client.post("/classify_array", content=second, headers=headers)
+    assert admitted.status_code == 400  # past the guard: BentoML finds no JSON in it
 
 
 def test_a_full_queue_answers_503_with_retry_after_and_the_reason(bento, session_dir, test_images):
@@ -623,3 +732,31 @@ def test_gpu_bento_uses_cuda_and_asks_for_a_gpu(sweep):
     services = {s["name"]: s for s in manifest["services"]}
     assert services["cnn_classifier"]["config"]["resources"] == {"gpu": 1}
     assert {"name": "SERVING_GPU", "value": "1", "stage": "all"} in manifest["envs"]
+
+
+def test_a_killed_worker_is_replaced_and_its_decoding_process_goes_with_it(server, test_images):
+    """Last, since it restarts the session server's worker. SIGKILL to the worker (the OOM
+    killer's way): BentoML's arbiter starts another on the same socket, a request sent
+    meanwhile waits in the socket's queue and is answered, and the dead worker's decoding
+    process exits instead of living on (bench/faults.py measures this during a burst)."""
+    import psutil
+
+    port = server.rsplit(":", 1)[1]
+    arbiter = next(
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if {"serve", "--port", port} <= set(p.info["cmdline"] or [])
+    )
+    worker = next(
+        p
+        for p in arbiter.children(recursive=True)
+        if "_bentoml_impl.worker.service" in " ".join(p.cmdline())
+    )
+    decoders = [p for p in worker.children() if "spawn_main" in " ".join(p.cmdline())]
+    assert decoders
+    worker.kill()
+    files = [("images", ("a.png", png(test_images[0][0, ..., 0]), "image/png"))]
+    answer = httpx.post(f"{server}/classify", files=files, headers=AUTH, timeout=120)
+    assert answer.status_code == 200, answer.text
+    _, still_running = psutil.wait_procs(decoders, timeout=5)
+    assert not still_running, "the killed worker's decoding process lives on"
