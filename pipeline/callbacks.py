@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import keras
 import mlflow
@@ -68,3 +69,60 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.best = self.previous[best_index]
             self.best_epoch = best_index
             self.wait = len(self.previous) - 1 - best_index
+
+
+@dataclass(frozen=True)
+class SweepPosition:
+    """Where a model stands in its sweep, for the progress line."""
+
+    index: int  # 1-based
+    count: int
+    started: float  # time.perf_counter() when the sweep started
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+class ProgressLine(keras.callbacks.Callback):
+    """One line per epoch: which model of how many, the epoch, its metrics, the time spent on
+    the model and on the sweep, and the model's ETA from its mean epoch so far (the models
+    still to come differ too much in cost for a sweep ETA to mean anything)."""
+
+    def __init__(self, name: str, position: SweepPosition, epochs: int, first_epoch: int) -> None:
+        super().__init__()
+        self.name = name
+        self.position = position
+        self.epochs = epochs
+        self.first_epoch = first_epoch
+        self._start = 0.0
+
+    def on_train_begin(self, logs=None) -> None:
+        self._start = time.perf_counter()
+
+    def line(self, epoch: int, logs: dict) -> str:
+        now = time.perf_counter()
+        elapsed = now - self._start
+        per_epoch = elapsed / max(1, epoch + 1 - self.first_epoch)
+        metrics = " ".join(
+            f"{key} {float(logs[key]):.4f}"
+            for key in ("loss", "accuracy", "val_loss", "val_accuracy")
+            if key in logs
+        )
+        left = self.epochs - epoch - 1
+        eta = f"ETA {_duration(per_epoch * left)}" if left else "done"
+        return (
+            f"[{self.name}] model {self.position.index} of {self.position.count}, epoch "
+            f"{epoch + 1}/{self.epochs}: {metrics} | {_duration(elapsed)} on this model, "
+            f"{_duration(now - self.position.started)} in the sweep, {eta}"
+        )
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        print(self.line(epoch, logs or {}), flush=True)

@@ -14,6 +14,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import typer
 
 from pipeline.errors import PipelineError
+from pipeline.quiet import filter_native_stderr
+
+filter_native_stderr()  # before any command imports TensorFlow
 
 app = typer.Typer(help="Train, track, select and package the CNN zoo.", no_args_is_help=True)
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
@@ -167,12 +170,15 @@ def promote(
     config: Annotated[Path | None, typer.Option(help="YAML config (tracking section)")] = None,
     sweep: Annotated[str | None, typer.Option(help="Parent run id; default: newest sweep")] = None,
 ) -> None:
-    """Register the best run of a sweep as `champion` and save it to the BentoML store."""
-    from pipeline.config import load_config
+    """Register the best run of a sweep as `champion` and save it to the BentoML store.
+
+    With --config, the sweep trained with that configuration (its experiment, and its sweep
+    when one matches exactly); without, the newest sweep of the default experiment."""
+    from pipeline.config import load_config, sweep_key
     from pipeline.selection import promote as do_promote
 
     cfg = load_config(config)
-    result = do_promote(cfg.tracking, sweep)
+    result = do_promote(cfg.tracking, sweep, sweep_key(cfg) if config is not None else None)
     typer.echo(json.dumps(result.__dict__, indent=2))
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import json
 import types
 import typing
 import urllib.parse
@@ -240,6 +242,13 @@ class Config:
 
 #: Query parameters of a URI whose values are secrets.
 SECRET_QUERY_KEYS = ("password", "passwd", "secret", "token", "key", "sslpassword")
+
+
+def sweep_key(config: Config) -> str:
+    """Identifies a configuration: the same key on restart means 'resume this sweep', and
+    `pipeline promote --config` looks for the sweep trained with it."""
+    blob = json.dumps(config.flat(), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def redact_uri(uri: str) -> str:

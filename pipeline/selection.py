@@ -7,13 +7,16 @@ ties go to the model with fewer parameters. The test set plays no part in the ch
 from __future__ import annotations
 
 import re
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 
 from pipeline import tracking
-from pipeline.config import TrackingConfig
+from pipeline.config import TrackingConfig, redact_uri
 from pipeline.errors import PipelineError
 
 CHAMPION_ALIAS = "champion"
@@ -30,17 +33,54 @@ class Promotion:
     test_accuracy: float
 
 
-def latest_sweep(experiment_id: str) -> str:
-    """The newest finished sweep (parent run) of the experiment."""
-    runs = tracking.client().search_runs(
-        [experiment_id],
-        filter_string="tags.sweep = 'true' and attributes.status = 'FINISHED'",
-        order_by=["start_time DESC"],
-        max_results=1,
+FINISHED_SWEEPS = "tags.sweep = 'true' and attributes.status = 'FINISHED'"
+
+
+def latest_sweep(experiment_id: str, key: str | None = None) -> str:
+    """The newest finished sweep (parent run) of the experiment: of the configuration whose
+    `sweep_key` is `key` when there is one, else of any configuration (said on stderr)."""
+    client = tracking.client()
+
+    def newest(filter_string: str) -> str | None:
+        runs = client.search_runs(
+            [experiment_id], filter_string, order_by=["start_time DESC"], max_results=1
+        )
+        return runs[0].info.run_id if runs else None
+
+    if key is not None:
+        found = newest(f"{FINISHED_SWEEPS} and tags.sweep_key = '{key}'")
+        if found:
+            return found
+    found = newest(FINISHED_SWEEPS)
+    experiment = client.get_experiment(experiment_id).name
+    if found is None:
+        raise PipelineError(_no_sweep_message(experiment))
+    if key is not None:
+        print(
+            f"no finished sweep of exactly this configuration in experiment '{experiment}'; "
+            f"promoting its newest sweep, run {found}",
+            file=sys.stderr,
+        )
+    return found
+
+
+def _no_sweep_message(experiment: str) -> str:
+    """Which experiment and store were searched, and where finished sweeps are."""
+    client = tracking.client()
+    others = [
+        e.name
+        for e in client.search_experiments()
+        if e.name != experiment
+        and client.search_runs([e.experiment_id], FINISHED_SWEEPS, max_results=1)
+    ]
+    hint = (
+        f"; finished sweeps are in {', '.join(repr(name) for name in others)}: pass the "
+        "config they were trained with (--config), whose tracking.experiment names it"
+        if others
+        else "; run `pipeline train` first"
     )
-    if not runs:
-        raise PipelineError("no finished sweep to promote from; run `pipeline train` first")
-    return runs[0].info.run_id
+    store = redact_uri(mlflow.get_tracking_uri())
+    return f"no finished sweep to promote in experiment '{experiment}' of {store}{hint}"
 
 
 def select_best(experiment_id: str, parent_run_id: str):
@@ -63,15 +103,34 @@ def _label(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", value)[:63] or "_"
 
 
-def save_to_bento(model, name: str, labels: dict[str, str], metadata: dict) -> str:
-    """Save a Keras model into the BentoML store as `model.keras`; returns its tag."""
+#: What a run's artifacts give the served model's folder besides the model: the demo page shows
+#: the confusion matrix and offers the examples.
+SHIPPED_ARTIFACTS = ("confusion_matrix.png", "examples")
+
+
+def save_to_bento(
+    model, name: str, labels: dict[str, str], metadata: dict, files: Path | None = None
+) -> str:
+    """Save a Keras model into the BentoML store as `model.keras`, with the contents of `files`
+    beside it; returns its tag."""
     import bentoml
 
     with bentoml.models.create(
         name, labels={k: _label(str(v)) for k, v in labels.items()}, metadata=metadata
     ) as ref:
         model.save(ref.path_of("model.keras"))
+        if files is not None:
+            shutil.copytree(files, ref.path, dirs_exist_ok=True)
     return str(ref.tag)
+
+
+def _shipped_artifacts(run_id: str, into: Path) -> None:
+    """Download SHIPPED_ARTIFACTS of the run into `into`; a run logged before they existed
+    lacks some, and its model is served without them."""
+    logged = {item.path for item in tracking.client().list_artifacts(run_id)}
+    for path in SHIPPED_ARTIFACTS:
+        if path in logged:
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=into)
 
 
 def package_run(
@@ -87,35 +146,40 @@ def package_run(
     metrics = run.data.metrics
     spec = tracking.logged_metadata(model_uri)["data_spec"]
     model = mlflow.keras.load_model(model_uri)
-    return save_to_bento(
-        model,
-        bento_name,
-        labels={
-            "run_id": run_id,
-            "model": run.data.tags["model"],
-            "dataset": spec["name"],
-            "registry_version": registry_version or "none",
-        },
-        metadata={
-            **spec,
-            "model": run.data.tags["model"],
-            "run_id": run_id,
-            "registered_model": registered_model,
-            "registry_version": registry_version,
-            "test_accuracy": float(metrics["test_accuracy"]),
-            "test_macro_f1": float(metrics["test_macro_f1"]),
-            "normalisation": "pixels/255, then (x - mean) / std per channel, inside the model",
-        },
-    )
+    with tempfile.TemporaryDirectory(prefix="package-") as files:
+        _shipped_artifacts(run_id, Path(files))
+        return save_to_bento(
+            model,
+            bento_name,
+            files=Path(files),
+            labels={
+                "run_id": run_id,
+                "model": run.data.tags["model"],
+                "dataset": spec["name"],
+                "registry_version": registry_version or "none",
+            },
+            metadata={
+                **spec,
+                "model": run.data.tags["model"],
+                "run_id": run_id,
+                "registered_model": registered_model,
+                "registry_version": registry_version,
+                "test_accuracy": float(metrics["test_accuracy"]),
+                "test_macro_f1": float(metrics["test_macro_f1"]),
+                "normalisation": "pixels/255, then (x - mean) / std per channel, inside the model",
+            },
+        )
 
 
-def promote(config: TrackingConfig, parent_run_id: str | None = None) -> Promotion:
+def promote(
+    config: TrackingConfig, parent_run_id: str | None = None, key: str | None = None
+) -> Promotion:
     """Register the sweep's best run, alias it `champion`, and put it in the BentoML store.
 
     Promoting the same run twice reuses its registry version instead of adding another.
     """
     experiment_id = tracking.setup(config)
-    parent_run_id = parent_run_id or latest_sweep(experiment_id)
+    parent_run_id = parent_run_id or latest_sweep(experiment_id, key)
     run = select_best(experiment_id, parent_run_id)
     run_id = run.info.run_id
     model_uri = run.data.tags["model_uri"]

@@ -7,7 +7,6 @@ unfinished one from its last epoch checkpoint (Keras `BackupAndRestore`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -26,8 +25,8 @@ import tensorflow as tf
 
 from pipeline import checkpoints, paths, plots, tracking
 from pipeline.augment import build_augmenter, with_augmentation
-from pipeline.callbacks import EpochLogger, ResumableEarlyStopping
-from pipeline.config import Config
+from pipeline.callbacks import EpochLogger, ProgressLine, ResumableEarlyStopping, SweepPosition
+from pipeline.config import Config, sweep_key
 from pipeline.data import DataSpec, Splits, load_splits
 from pipeline.describe import describe, render, totals
 from pipeline.environment import TRACKED_PACKAGES, environment_tags
@@ -68,12 +67,6 @@ class SweepResult:
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame([r.__dict__ for r in self.runs])
-
-
-def _sweep_key(config: Config) -> str:
-    """Identifies a configuration: the same key on restart means 'resume this sweep'."""
-    blob = json.dumps(config.flat(), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 #: Tag of a run whose checkpoint could not be resumed; its value says why.
@@ -217,6 +210,29 @@ def log_visuals(model: keras.Model, spec: DataSpec, x_test, y_test, probs) -> No
         _log_figure(plots.image_grid(images, titles), "feature_maps.png")
 
 
+#: Where a run keeps its example images, which packaging ships to the service's demo page.
+EXAMPLES_DIR = "examples"
+
+
+def write_examples(spec: DataSpec, x_test: np.ndarray, y_test: np.ndarray, out: Path) -> None:
+    """The first test image of each class (up to 12 classes) as a PNG named `NN.png` after its
+    class index: real held-out images for the service's demo page to offer."""
+    from PIL import Image
+
+    for index in range(min(12, len(spec.class_names))):
+        found = np.flatnonzero(y_test == index)
+        if len(found):
+            pixels = x_test[found[0]]
+            image = pixels[..., 0] if pixels.shape[-1] == 1 else pixels
+            Image.fromarray(image.astype(np.uint8)).save(out / f"{index:02d}.png")
+
+
+def log_examples(spec: DataSpec, x_test: np.ndarray, y_test: np.ndarray) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        write_examples(spec, x_test, y_test, Path(tmp))
+        mlflow.log_artifacts(tmp, EXAMPLES_DIR)
+
+
 def _evaluate_and_log(model: keras.Model, splits: Splits, run_id: str) -> dict[str, float]:
     """Test-set evaluation: metrics, confusion matrix, per-class table and figures."""
     spec = splits.spec
@@ -233,6 +249,7 @@ def _evaluate_and_log(model: keras.Model, splits: Splits, run_id: str) -> dict[s
     }
     _log_figure(plots.training_curves(history), "training_curves.png")
     log_visuals(model, spec, splits.x_test, splits.y_test, probs)
+    log_examples(spec, splits.x_test, splits.y_test)
     return result.metrics()
 
 
@@ -265,6 +282,7 @@ def train_model(
     parent_run_id: str,
     experiment_id: str,
     resume_run_id: str | None = None,
+    position: SweepPosition | None = None,
 ) -> RunResult:
     """Train, evaluate and log one architecture as a nested run (resumed if `resume_run_id`)."""
     config = config.for_run(name)  # its own recipe, and what its run logs as params
@@ -317,6 +335,12 @@ def train_model(
         best_weights = ckpt / checkpoints.BEST_WEIGHTS
         callbacks: list[keras.callbacks.Callback] = [
             EpochLogger(run_id, len(splits.y_train), set(range(len(previous_val_losses)))),
+            ProgressLine(
+                name,
+                position or SweepPosition(1, 1, time.perf_counter()),
+                t.epochs,
+                first_epoch=len(previous_val_losses),
+            ),
             keras.callbacks.ModelCheckpoint(
                 best_weights,
                 monitor="val_loss",
@@ -345,7 +369,8 @@ def train_model(
                 epochs=t.epochs,
                 callbacks=callbacks,
                 shuffle=False,
-                verbose=1 if sys.stdout.isatty() else 2,
+                # A terminal gets Keras' bar; logs get ProgressLine's line per epoch alone.
+                verbose=1 if sys.stdout.isatty() else 0,
             )
         wall = time.perf_counter() - start
         if best_weights.exists():
@@ -390,7 +415,7 @@ def train(config: Config) -> SweepResult:
 
     One process at a time per store and configuration (pipeline/sweep_lock.py).
     """
-    key = _sweep_key(config)
+    key = sweep_key(config)
     locks = Path(config.tracking.checkpoint_dir or paths.CHECKPOINT_DIR) / "locks"
     with sweep_lock(locks, tracking.tracking_uri(config.tracking), key):
         return _train_locked(config, key)
@@ -423,7 +448,9 @@ def _train_locked(config: Config, key: str) -> SweepResult:
             filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
             order_by=["start_time DESC"],
         )
-        for name in config.models:
+        started = time.perf_counter()
+        for index, name in enumerate(config.models, start=1):
+            position = SweepPosition(index, len(config.models), started)
             done = [
                 c
                 for c in children
@@ -442,6 +469,7 @@ def _train_locked(config: Config, key: str) -> SweepResult:
                     parent_id,
                     experiment_id,
                     resume_run_id=unfinished.info.run_id if unfinished else None,
+                    position=position,
                 )
             )
         sweep = SweepResult(parent_id, experiment_id, tuple(results))

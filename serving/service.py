@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 from http import HTTPStatus
+from pathlib import Path
 from typing import Annotated
 
 import anyio.to_thread
@@ -23,7 +24,7 @@ from starlette.responses import JSONResponse
 
 from pipeline.precision import model_precision
 from pipeline.preprocess import ImageDecodeError, ImageShape
-from serving import connections, upstream
+from serving import connections, demo, upstream
 from serving import settings as settings_module
 from serving.batching import CorkBatcher, EagerBatcher, Overloaded
 from serving.decoding import Decoder, NamedImage
@@ -102,6 +103,15 @@ def _numbers_array(pixels: list) -> np.ndarray:
     return raw.astype(np.float32)
 
 
+def _model_file(name: str) -> Path:
+    """A file in the served model's folder (what the demo page shows from it)."""
+    return Path(Classifier.inner.bento_model.stored.path_of(name))
+
+
+def _class_names() -> list[str]:
+    return list(Classifier.inner.bento_model.stored.info.metadata["class_names"])
+
+
 def _batcher(predict):
     """The batching policy `SERVING_BATCHER` names (serving/batching.py), or None."""
     if SETTINGS.batcher == "eager":
@@ -119,6 +129,7 @@ def _batcher(predict):
     return None
 
 
+@bentoml.asgi_app(demo.build_app(_model_file, _class_names), path="/ui")
 @bentoml.service(
     name="cnn_classifier",
     # On a CPU, TensorFlow uses every core of the worker; a GPU bento asks for one GPU.
@@ -280,6 +291,23 @@ class Classifier:
         """Does nothing: the HTTP path's own ceiling, for benchmarks."""
         return {"ok": True}
 
+
+class _DescribedService(type(Classifier)):
+    """The service, described on its Swagger page by serving/SERVICE.md when it runs from the
+    source tree too; a bento's description comes from bentofile.yaml, which names that file.
+    BentoML would show its own boilerplate ("This is a Machine Learning Service created with
+    BentoML", with badges fetched from the internet)."""
+
+    __slots__ = ()
+
+    @property
+    def doc(self) -> str:
+        if self.bento is not None:
+            return self.bento.doc
+        return (Path(__file__).parent / "SERVICE.md").read_text(encoding="utf-8")
+
+
+Classifier.__class__ = _DescribedService
 
 Classifier.add_asgi_middleware(
     RequestGuard,

@@ -204,6 +204,91 @@ def test_raw_body_and_rgb_jpeg(client, test_images, local_probs):
     assert jpeg.json()[0]["top"][0]["label"] == names[int(local_probs[1].argmax())]
 
 
+def _browser():
+    """Headless Debian chromium driven by Selenium, or a skip saying what to install; CI sets
+    REQUIRE_BROWSER=1 (.ci/run installs both), and there a missing browser fails instead."""
+    import shutil
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        reason = "needs Debian's chromium and chromium-driver (apt-get install both)"
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900"):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def test_demo_page_in_a_real_browser(server, client, test_images, tmp_path):
+    """/ui in headless chromium: with the token typed in, the model card loads; an uploaded
+    PNG and a bundled example each show the top label `/classify` gives for the same bytes;
+    a corrupt file shows the service's 400 and its reason. Screenshot: test-artifacts/ui.png."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def top_label_of(data: bytes) -> str:
+        files = [("images", ("image.png", data, "image/png"))]
+        return client.post("/classify", files=files).json()[0]["top"][0]["label"]
+
+    def shown(browser, wait) -> str:
+        label = (By.ID, "top-label")
+        wait.until(lambda b: b.find_element(*label).get_attribute("data-state") == "done")
+        return browser.find_element(By.ID, "top-label").text
+
+    images, _ = test_images
+    upload = tmp_path / "upload.png"
+    upload.write_bytes(png(images[3, ..., 0]))
+    corrupt = tmp_path / "corrupt.png"
+    whole = png(images[4, ..., 0])
+    corrupt.write_bytes(whole[: len(whole) // 2])  # a PNG cut short
+    browser = _browser()
+    try:
+        wait = WebDriverWait(browser, 30)
+        browser.get(f"{server}/ui/")
+        browser.find_element(By.ID, "token").send_keys(TOKEN, Keys.TAB)
+        wait.until(lambda b: "test accuracy" in b.find_element(By.ID, "subtitle").text)
+        card = browser.find_element(By.ID, "card").text
+        info = client.post("/metadata").json()
+        assert info["run_id"] in card and info["architecture"] in card
+
+        browser.find_element(By.ID, "file").send_keys(str(upload))
+        assert shown(browser, wait) == top_label_of(upload.read_bytes())
+        bars = browser.find_elements(By.CSS_SELECTOR, "#bars .bar")
+        assert len(bars) == 5
+
+        examples = browser.find_elements(By.CSS_SELECTOR, "#examples .example")
+        assert len(examples) == 10, "one bundled test image per class"
+        listed = httpx.get(f"{server}/ui/examples.json").json()
+        browser.execute_script("document.getElementById('top-label').dataset.state = 'idle'")
+        examples[7].click()
+        example_bytes = httpx.get(f"{server}/ui/{listed[7]['file']}").content
+        assert shown(browser, wait) == top_label_of(example_bytes)
+        assert httpx.get(f"{server}/ui/confusion_matrix.png").headers["content-type"] == "image/png"
+
+        browser.find_element(By.ID, "file").send_keys(str(upload))
+        shown(browser, wait)
+        artifacts = paths.PROJECT_ROOT / "test-artifacts"
+        artifacts.mkdir(exist_ok=True)
+        browser.save_screenshot(str(artifacts / "ui.png"))
+
+        browser.find_element(By.ID, "file").send_keys(str(corrupt))
+        wait.until(lambda b: b.find_element(By.ID, "error").is_displayed())
+        error = browser.find_element(By.ID, "error").text
+        files = [("images", ("corrupt.png", corrupt.read_bytes(), "image/png"))]
+        refused = client.post("/classify", files=files)
+        assert refused.status_code == 400
+        assert error == f"400: {refused.json()[0]['error']}"
+    finally:
+        browser.quit()
+
+
 def test_classify_array_equals_the_local_model(client, test_images, local_probs):
     images, _ = test_images
     response = client.post("/classify_array", json={"pixels": images[:5].tolist(), "k": 1})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -166,6 +167,41 @@ def test_an_interrupted_promotion_is_noticed_and_repaired(sweep):
     assert (repaired.run_id, repaired.version) == (first.run_id, first.version)
 
 
+def test_promote_finds_the_sweep_of_its_config_and_names_what_it_searched(sweep):
+    """`promote --config` looks in that config's experiment for the sweep trained with it; a
+    search that finds nothing names the experiment, the store, and where sweeps are."""
+    import dataclasses
+
+    from pipeline.config import sweep_key
+    from pipeline.errors import PipelineError
+    from pipeline.selection import latest_sweep
+
+    client = use_store(sweep)
+    config = sweep["config"]
+    experiment_id = client.get_experiment_by_name(config.tracking.experiment).experiment_id
+    assert latest_sweep(experiment_id, sweep_key(config)) == sweep["result"].parent_run_id
+
+    elsewhere = dataclasses.replace(config.tracking, experiment="cnn-zoo-nothing-here")
+    with pytest.raises(PipelineError) as refused:
+        promote(elsewhere)
+    message = str(refused.value)
+    assert "'cnn-zoo-nothing-here'" in message and str(sweep["store"]) in message
+    assert f"'{config.tracking.experiment}'" in message  # where the finished sweeps are
+
+
+def test_progress_line_names_the_model_its_place_the_epoch_and_an_eta():
+    import time
+
+    from pipeline.callbacks import ProgressLine, SweepPosition
+
+    line = ProgressLine("vgg", SweepPosition(2, 5, time.perf_counter() - 600), 28, first_epoch=0)
+    line._start = time.perf_counter() - 120  # four epochs of 30 s done
+    text = line.line(3, {"loss": 0.5, "val_accuracy": 0.9})
+    assert text.startswith("[vgg] model 2 of 5, epoch 4/28: loss 0.5000 val_accuracy 0.9000")
+    assert "2m00s on this model, 10m00s in the sweep, ETA 12m00s" in text
+    assert line.line(27, {}).endswith("done")
+
+
 def test_evaluate_recomputes_the_logged_metrics(sweep):
     use_store(sweep)
     name = sweep["config"].tracking.registered_model
@@ -318,6 +354,11 @@ def test_killed_training_resumes_and_logs_each_epoch_once(tmp_path):
     second = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resuming run" in second.stdout
+    # Quiet and informative: no E- or W-level native lines on this CPU machine
+    # (pipeline/quiet.py), and a progress line per epoch.
+    native = [line for line in second.stderr.splitlines() if re.match(r"[EW]\d{4} ", line)]
+    assert not native, native
+    assert re.search(r"\[lenet\] model 1 of 1, epoch \d/5: .*(ETA|done)", second.stdout)
 
     client, runs = _runs(tmp_path)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -359,13 +400,13 @@ def test_a_corrupt_checkpoint_trains_that_model_again_with_a_warning(tmp_path, d
 def test_a_second_train_of_the_same_sweep_on_the_same_store_stops_in_one_line(tmp_path):
     """While one process holds the sweep (here: this test, through the same lock), another
     `pipeline train` of the same configuration on the same store must not join its runs."""
+    from pipeline.config import sweep_key
     from pipeline.sweep_lock import sweep_lock
-    from pipeline.train import _sweep_key
 
     args = _quick_lenet_args(tmp_path, 1)
     config = load_config(paths.CONFIG_DIR / "quick.yaml", args[4:])
     uri = tracking.tracking_uri(config.tracking)
-    with sweep_lock(tmp_path / "checkpoints" / "locks", uri, _sweep_key(config)):
+    with sweep_lock(tmp_path / "checkpoints" / "locks", uri, sweep_key(config)):
         busy = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert busy.returncode == 2, busy.stderr[-2000:]
     lines = busy.stderr.strip().splitlines()
