@@ -22,7 +22,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 BENTOFILE := $(if $(filter 1,$(GPU)),bentofile.gpu.yaml,bentofile.yaml)
 MODELS_OVERRIDE := $(if $(MODELS),models=[$(MODELS)])
 
-.PHONY: help setup data train ui serve bento containerize bench bench-serving bench-training bench-zoo bench-soak bench-faults results test lint format clean
+.PHONY: help setup data train ui mlflow-server serve bento containerize bench bench-serving bench-training bench-zoo bench-soak bench-faults results test lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-13s %s\n", $$1, $$2}'
@@ -56,6 +56,10 @@ train: data ## Train the sweep of PROFILE (quick|default|full) [MODELS=lenet,vgg
 
 ui: setup ## MLflow UI on http://127.0.0.1:5000 over the embedded store
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host 127.0.0.1 --port 5000
+
+mlflow-server: setup ## A tracking server on http://127.0.0.1:5000: BACKEND=postgresql://user@host/db (default: the embedded SQLite file), ARTIFACTS=dir
+	$(BIN)/mlflow server --backend-store-uri "$${BACKEND:-sqlite:///$(CURDIR)/mlflow.db}" \
+	  --artifacts-destination "$${ARTIFACTS:-$(CURDIR)/mlartifacts}" --host 127.0.0.1 --port 5000
 
 serve: setup ## Serve the champion on http://127.0.0.1:$(PORT)
 	$(BIN)/bentoml serve serving.service:Classifier --host 127.0.0.1 --port $(PORT)

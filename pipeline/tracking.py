@@ -42,7 +42,15 @@ def setup(config: TrackingConfig) -> str:
     experiment = mlflow.get_experiment_by_name(config.experiment)
     if experiment is not None:
         return experiment.experiment_id
-    return mlflow.create_experiment(config.experiment, artifact_location=local_artifact_root(uri))
+    try:
+        return mlflow.create_experiment(
+            config.experiment, artifact_location=local_artifact_root(uri)
+        )
+    except mlflow.exceptions.MlflowException as exc:
+        # Two trainers starting at once on a shared server: the other one created it first.
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return mlflow.get_experiment_by_name(config.experiment).experiment_id
 
 
 def client() -> MlflowClient:
