@@ -22,7 +22,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 BENTOFILE := $(if $(filter 1,$(GPU)),bentofile.gpu.yaml,bentofile.yaml)
 MODELS_OVERRIDE := $(if $(MODELS),models=[$(MODELS)])
 
-.PHONY: help setup data train ui mlflow-server serve bento containerize bench bench-serving bench-training bench-zoo bench-soak bench-faults results test lint format clean
+.PHONY: help setup data train ui mlflow-server serve bento containerize base-image container-test bench bench-serving bench-training bench-zoo bench-soak bench-faults results test lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-13s %s\n", $$1, $$2}'
@@ -67,8 +67,14 @@ serve: setup ## Serve the champion on http://127.0.0.1:$(PORT)
 bento: setup ## Build the bento (GPU=1: CUDA image with tensorflow[and-cuda])
 	$(if $(filter 1,$(GPU)),SERVING_GPU=1) $(BIN)/bentoml build -f $(BENTOFILE)
 
-containerize: bento ## Build the container image (needs a Docker engine)
-	$(BIN)/bentoml containerize $(TAG)
+containerize: bento ## Build the container image: Docker where an engine runs, else Podman or Buildah (prints the image tag)
+	@deploy/container/containerize.sh $(TAG)
+
+base-image: ## Build python:3.11-slim from Debian packages into the local image store, for machines that reach no registry
+	deploy/container/base-image.sh
+
+container-test: setup ## Run the built image and check it answers like `bentoml serve` of the same bento, then remove it
+	$(BIN)/python -m deploy.container_test $(TAG)
 
 bench: setup ## Training and serving benchmarks -> docs/BENCHMARKS.md
 	$(BIN)/python -m bench.run
