@@ -22,6 +22,9 @@ import yaml
 from pipeline.errors import ConfigError
 from pipeline.precision import PRECISIONS
 
+#: train.strategy values (pipeline/distribution.py).
+STRATEGIES = ("none", "mirrored")
+
 OPTIMIZERS = ("adam", "adamw", "sgd")
 #: The sections a `per_model` entry may change. Data and tracking are the sweep's; a model's
 #: own `model.*` values (width, dropout, ...) go in `model_options.<model>`, as before.
@@ -140,8 +143,15 @@ class TrainConfig:
     precision: str = "float32"
     #: Make TensorFlow ops and the random augmentation inside tf.data repeatable run to run.
     deterministic: bool = True
+    #: `mirrored`: tf.distribute.MirroredStrategy over every GPU (pipeline/distribution.py);
+    #: without a GPU, over `cpu_devices` logical CPU devices, which checks the path but does
+    #: not train faster. `none`: one device.
+    strategy: str = "none"
+    cpu_devices: int = 2
 
     def __post_init__(self) -> None:
+        _check(self.strategy in STRATEGIES, "train.strategy", f"must be one of {STRATEGIES}")
+        _check(2 <= self.cpu_devices <= 64, "train.cpu_devices", "must be in [2, 64]")
         _check(1 <= self.epochs <= 10_000, "train.epochs", "must be in [1, 10000]")
         _check(1 <= self.batch_size <= 4096, "train.batch_size", "must be in [1, 4096]")
         _check(self.optimizer in OPTIMIZERS, "train.optimizer", f"must be one of {OPTIMIZERS}")

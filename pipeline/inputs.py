@@ -20,6 +20,7 @@ def make_dataset(
     training: bool,
     seed: int = 0,
     cache: bool = True,
+    drop_remainder: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (float32 pixels in [0, 255], int64 labels).
 
@@ -32,4 +33,4 @@ def make_dataset(
         ds = ds.cache()
     if training:
         ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)

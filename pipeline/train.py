@@ -29,7 +29,9 @@ from pipeline.callbacks import EpochLogger, ProgressLine, ResumableEarlyStopping
 from pipeline.config import Config, sweep_key
 from pipeline.data import DataSpec, Splits, load_splits
 from pipeline.describe import describe, render, totals
+from pipeline.distribution import even_split, strategy_for
 from pipeline.environment import TRACKED_PACKAGES, environment_tags
+from pipeline.errors import ConfigError
 from pipeline.evaluate import (
     most_confident_errors,
     predict_logits,
@@ -292,11 +294,24 @@ def train_model(
     keras.utils.set_random_seed(t.seed)
     spec = splits.spec
     precision = resolve(t.precision)
-    with dtype_policy(precision):
-        model = build_model(name, spec, **config.for_model(name))
+    strategy = strategy_for(t)
+    replicas = strategy.num_replicas_in_sync
+    if t.batch_size % replicas:
+        raise ConfigError(
+            f"train.batch_size={t.batch_size} must be a multiple of the {replicas} replicas of "
+            "train.strategy=mirrored (an uneven split fails; pipeline/distribution.py)"
+        )
+    drop_remainder = replicas > 1
+    steps_per_epoch = (
+        (len(splits.y_train) // t.batch_size)
+        if drop_remainder
+        else (int(np.ceil(len(splits.y_train) / t.batch_size)))
+    )
+    with strategy.scope():  # a no-op for train.strategy=none
+        with dtype_policy(precision):
+            model = build_model(name, spec, **config.for_model(name))
+        trainable = compile_for_training(model, config, steps_per_epoch)
     table = describe(model)
-    steps_per_epoch = int(np.ceil(len(splits.y_train) / t.batch_size))
-    trainable = compile_for_training(model, config, steps_per_epoch)
     train_ds = make_dataset(
         splits.x_train,
         splits.y_train,
@@ -304,8 +319,14 @@ def train_model(
         training=True,
         seed=t.seed,
         cache=config.data.cache,
+        # Under MirroredStrategy a short last batch failed in the replicas' convolutions
+        # (Keras 3.15, TF 2.21); the shuffle drops different images each epoch.
+        drop_remainder=drop_remainder,
     )
-    val_ds = make_dataset(splits.x_val, splits.y_val, 512, training=False, cache=config.data.cache)
+    kept, val_batch = even_split(len(splits.y_val), 512, strategy.num_replicas_in_sync)
+    val_ds = make_dataset(
+        splits.x_val[:kept], splits.y_val[:kept], val_batch, training=False, cache=config.data.cache
+    )
 
     with mlflow.start_run(
         run_id=resume_run_id,
@@ -319,7 +340,12 @@ def train_model(
         if resume_run_id is None:
             mlflow.set_tags({"model": name, "dataset": spec.name, **environment_tags()})
             mlflow.log_params(
-                {**config.flat(), "model.name": name, "train.precision_resolved": precision}
+                {
+                    **config.flat(),
+                    "model.name": name,
+                    "train.precision_resolved": precision,
+                    "train.replicas": strategy.num_replicas_in_sync,
+                }
             )
             mlflow.log_params({f"describe.{k}": v for k, v in totals(table).items()})
             mlflow.log_params({f"data.size.{k}": v for k, v in splits.sizes().items()})

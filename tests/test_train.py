@@ -502,3 +502,46 @@ def test_mixed_precision_run_logs_and_evaluates_the_model_it_trained(tmp_path):
     # Loaded again, the model computes in bf16 as it did when the run was evaluated.
     result, _ = evaluate_uri(model_uri)
     assert result.accuracy == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("examples", "batch", "replicas", "expected"),
+    [
+        (103, 512, 2, (102, 102)),  # one batch of 103 would split 52 and 51
+        (6000, 512, 2, (6000, 512)),
+        (6000, 512, 3, (6000, 510)),
+        (5, 512, 4, (4, 4)),
+        (103, 512, 1, (103, 512)),
+    ],
+)
+def test_evaluation_batches_split_evenly_across_replicas(examples, batch, replicas, expected):
+    from pipeline.distribution import even_split
+
+    kept, size = even_split(examples, batch, replicas)
+    assert (kept, size) == expected
+    assert kept % replicas == 0 and size % replicas == 0 and kept >= examples - replicas + 1
+
+
+def test_mirrored_strategy_trains_on_two_logical_cpu_devices(tmp_path):
+    """`train.strategy=mirrored` on a machine without a GPU: the CPU split into 2 logical
+    devices; sizes chosen so that the last training batch and the validation set are odd."""
+    args = [
+        PIPELINE, "train", "--config", str(paths.CONFIG_DIR / "quick.yaml"),
+        *quick_overrides(
+            tmp_path, "models=[lenet]", "train.epochs=2", "data.train_limit=1024",
+            "train.strategy=mirrored", "tracking.promote=false",
+        ),
+    ]  # fmt: skip
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, runs = _runs(tmp_path)
+    (run,) = [r for r in runs if r.data.tags.get("model") == "lenet"]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.replicas"] == "2"
+    assert run.data.params["data.size.val"] == "103"  # 102 of them validate, split 51 and 51
+    assert "test_accuracy" in run.data.metrics
+    uneven = subprocess.run(
+        [*args, "train.batch_size=127"], capture_output=True, text=True, timeout=600
+    )
+    assert uneven.returncode != 0
+    assert "must be a multiple of the 2 replicas" in uneven.stderr
