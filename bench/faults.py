@@ -28,9 +28,7 @@ import numpy as np
 from PIL import Image
 
 from bench.health_probe import HealthProbe
-from bench.processes import ServerProcess
-from bench.serving import as_pngs, fashion_test_images
-from pipeline import paths
+from bench.serving import Server, as_pngs, fashion_test_images
 
 FLOOD_CLIENTS = 16
 FLOOD_REQUESTS = 48
@@ -50,27 +48,6 @@ def large_png() -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-class Server(ServerProcess):
-    def __init__(self, model_tag: str, env: dict[str, str] | None = None) -> None:
-        bentoml = str(paths.PROJECT_ROOT / ".venv/bin/bentoml")
-        command = [bentoml, "serve", "serving.service:Classifier", "--host", "127.0.0.1"]
-        base = {
-            "SERVING_MODEL": model_tag,
-            "SERVING_API_TOKEN": "",
-            "BENTOML_DO_NOT_TRACK": "True",
-            "TF_CPP_MIN_LOG_LEVEL": "3",
-        }
-        super().__init__([*command, "--port", "{port}"], {**base, **(env or {})}, "/readyz")
-
-    def worker(self):
-        import psutil
-
-        for process in psutil.Process(self.proc.pid).children(recursive=True):
-            if "_bentoml_impl.worker.service" in " ".join(process.cmdline()):
-                return process
-        return None
 
 
 def _files(png: bytes) -> list:
@@ -119,7 +96,7 @@ def stalls(model_tag: str) -> list[dict]:
         ("process (default)", {}),
         ("event loop", {"SERVING_INLINE_DECODE_PIXELS": ALL_ON_LOOP}),
     ):
-        server = Server(model_tag, env)
+        server = Server("eager", model_tag, env)
         try:
             _one_at_a_time(server.url, big, 3)  # warm-up
             floods = [_flood(server.url, big) for _ in range(REPEATS)]
@@ -140,7 +117,7 @@ def stalls(model_tag: str) -> list[dict]:
 def fault(model_tag: str) -> dict:
     """8 clients, SIGKILL to the service worker after 3 s, until 10 s after answers resume."""
     png = as_pngs(fashion_test_images(1))[0]
-    server = Server(model_tag)
+    server = Server("eager", model_tag)
     log: list[tuple[float, float, str]] = []  # (sent, finished, outcome)
     lock = threading.Lock()
     stop = threading.Event()

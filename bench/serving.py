@@ -102,28 +102,34 @@ def _peak_rss_mib(root_pid: int) -> dict[str, float]:
 
 
 class Server(ServerProcess):
-    """`bentoml serve` of the service with `batcher` (serving/settings.py) and `model_tag`."""
+    """`bentoml serve` of the service with `batcher` (serving/settings.py), `model_tag`, and
+    any further settings in `env`."""
 
-    def __init__(self, batcher: str, model_tag: str) -> None:
-        env = {
+    def __init__(self, batcher: str, model_tag: str, env: dict[str, str] | None = None) -> None:
+        settings = {
             "SERVING_BATCHER": batcher,
             "SERVING_MODEL": model_tag,
             "BENTOML_DO_NOT_TRACK": "True",
             "TF_CPP_MIN_LOG_LEVEL": "3",
             "SERVING_API_TOKEN": "",
+            **(env or {}),
         }
         bentoml = str(paths.PROJECT_ROOT / ".venv/bin/bentoml")
         command = [bentoml, "serve", "serving.service:Classifier", "--host", "127.0.0.1"]
-        super().__init__([*command, "--port", "{port}"], env, "/readyz")
+        super().__init__([*command, "--port", "{port}"], settings, "/readyz")
 
-    def worker_rss_mib(self) -> float:
-        """Resident memory of the service worker (the process that holds the model) now."""
+    def worker(self):
+        """The service worker (the process that holds the model), as a psutil.Process."""
         import psutil
 
         for proc in psutil.Process(self.proc.pid).children(recursive=True):
             if "_bentoml_impl.worker.service" in " ".join(proc.cmdline()):
-                return proc.memory_info().rss / 2**20
+                return proc
         raise RuntimeError("no service worker found under the server")
+
+    def worker_rss_mib(self) -> float:
+        """Resident memory of the service worker now."""
+        return self.worker().memory_info().rss / 2**20
 
 
 def wrk(

@@ -2,11 +2,12 @@
 
 Why a process and not a thread: Pillow's decoders release the GIL only in stretches, so a
 thread decoding a 4-megapixel PNG still takes the GIL back every few milliseconds, and the
-event loop waits its turn at every step of every other request. Measured on 2 cores with 16
-such images at once: `/livez` took up to 0.26-0.36 s with decoding in threads; with decoding
-in a separate process, it is answered within a few tens of milliseconds (docs/BENCHMARKS.md,
-"stalls"). Only the image bytes go to the process and only the model-sized pixels come back,
-so the hop costs well under a millisecond for an image that takes tens to decode.
+event loop waits its turn at every step of every other request. With 16 such images at once
+on 2 cores, probed from a separate process: the worst `/livez` took 41-131 ms with decoding in
+threads (three one-off floods), and 15.7 ms with decoding in a process, against 1.31 s on the
+loop (`make bench-faults`, docs/BENCHMARKS.md, "Stalls and faults"). Only the image bytes go
+to the process and only model-sized pixels come back: one large image took 89 ms instead of
+87 ms on the loop, in the same benchmark.
 
 The rules themselves (limits, EXIF, 16-bit, transparency, truncation) stay in
 `pipeline.preprocess`; this module only decides where they run. The header is read on the
@@ -128,10 +129,6 @@ class Decoder:
         concurrent.futures.wait([pool.submit(_ready) for _ in range(self.processes)])
         return pool
 
-    def pids(self) -> list[int]:
-        """The decoding processes' ids (for tests and benchmarks)."""
-        return [p.pid for p in (self._pool._processes or {}).values()]
-
     def open(self, file: NamedImage) -> Image.Image:
         """The file's header, checked against the limits; raises ImageDecodeError."""
         if len(file.data) > self.max_image_bytes:
@@ -187,9 +184,6 @@ class Decoder:
             if self._pool is broken:
                 broken.shutdown(wait=False, cancel_futures=True)
                 self._pool = await asyncio.to_thread(self._start_pool)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _named(exc: ImageDecodeError, name: str) -> ImageDecodeError:
