@@ -22,7 +22,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 BENTOFILE := $(if $(filter 1,$(GPU)),bentofile.gpu.yaml,bentofile.yaml)
 MODELS_OVERRIDE := $(if $(MODELS),models=[$(MODELS)])
 
-.PHONY: help setup data train ui mlflow-server serve bento containerize base-image container-test bench bench-serving bench-training bench-zoo bench-soak bench-faults results test lint format clean
+.PHONY: help setup data train ui mlflow-server serve bento containerize base-image container-test bench bench-serving bench-training bench-zoo bench-soak bench-faults results test test-fast lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-13s %s\n", $$1, $$2}'
@@ -95,10 +95,13 @@ bench-faults: setup ## Decode floods against /livez and a worker killed mid-burs
 	$(BIN)/python -m bench.run --faults
 
 results: setup ## Regenerate docs/RESULTS.md from the MLflow runs
-	$(BIN)/python -m bench.results
+	$(BIN)/pipeline results
 
 test: data ## Run the whole test suite (what CI runs)
 	$(BIN)/pytest
+
+test-fast: setup ## Unit tests only, in under a minute: no training sweep, servers or dataset on disk
+	CNN_ZOO_FAST=1 $(BIN)/pytest -m "not slow and not dataset"
 
 lint: setup ## Ruff lint and format check
 	$(BIN)/ruff check .

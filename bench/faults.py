@@ -4,7 +4,7 @@ mid-burst.
 Stalls: the champion served twice side by side, large images decoded in a process of their
 own (the default, serving/decoding.py) and on the event loop
 (`SERVING_INLINE_DECODE_PIXELS` above any image), each sent floods of 4-megapixel PNGs
-while a separate process probes `/livez` and `/readyz` (bench/health_probe.py). The same
+while a separate process probes `/livez` and `/readyz` (tests/health_probe.py). The same
 servers time one large and one small image at a time: what the process hop costs.
 
 Fault: 8 clients send one-PNG requests; after 3 s the service worker gets SIGKILL. BentoML's
@@ -16,7 +16,6 @@ sent after the kill is answered.
 from __future__ import annotations
 
 import concurrent.futures
-import io
 import os
 import signal
 import statistics
@@ -25,10 +24,10 @@ import time
 
 import httpx
 import numpy as np
-from PIL import Image
 
-from bench.health_probe import HealthProbe
 from bench.serving import Server, as_pngs, fashion_test_images
+from tests.health_probe import HealthProbe
+from tests.helpers import large_png
 
 FLOOD_CLIENTS = 16
 FLOOD_REQUESTS = 48
@@ -38,16 +37,6 @@ ALL_ON_LOOP = str(10**12)
 FAULT_CLIENTS = 8
 KILL_AFTER_S = 3.0
 CLIENT_TIMEOUT_S = 60.0
-
-
-def large_png() -> bytes:
-    """A 1990 x 1990 RGBA PNG (4 megapixels) that compresses to a few kB: cheap to send,
-    about 0.1 s to decode here."""
-    image = Image.new("RGBA", (1990, 1990), (90, 90, 90, 255))
-    image.paste((200, 200, 200, 128), (500, 500, 1500, 1500))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _files(png: bytes) -> list:

@@ -29,7 +29,7 @@ class MlflowServer(ServerProcess):
     """`mlflow models serve` of `model_uri` on 127.0.0.1, on the project's tracking store."""
 
     def __init__(self, model_uri: str, tracking_uri: str) -> None:
-        venv_bin = paths.PROJECT_ROOT / ".venv/bin"
+        venv_bin = paths.BIN_DIR
         env = {
             "MLFLOW_TRACKING_URI": tracking_uri,
             # It execs `uvicorn`, which must be on PATH.

@@ -18,6 +18,7 @@ import pandas as pd
 from bench import faults, history, peer, serving, soak
 from bench.machine import describe_machine, matmul_peak_gflops
 from pipeline import paths
+from pipeline.model_card import ModelCard
 
 MODELS = ("lenet", "vgg", "nin", "alexnet", "googlenet")
 #: Forward plus backward pass is about three forward passes; a multiply-accumulate is 2 FLOPs.
@@ -119,16 +120,16 @@ def served_models() -> dict[str, str]:
     """
     import bentoml
 
-    from bench.results import best_per_model, full_data_runs, precision_of
     from pipeline import tracking
     from pipeline.config import TrackingConfig
+    from pipeline.results import best_per_model, full_data_runs, precision_of
     from pipeline.selection import package_run
 
     champion = bentoml.models.get(os.environ.get("SERVING_MODEL", "cnn-classifier:latest"))
-    meta = champion.info.metadata
-    architecture = meta["model"]
+    card = ModelCard.from_dict(champion.info.metadata)
+    architecture = card.architecture
     experiment_id = tracking.setup(TrackingConfig())
-    champion_run = tracking.client().get_run(meta["run_id"])
+    champion_run = tracking.client().get_run(card.run_id)
     precision = champion_run.data.params.get("train.precision_resolved", "float32")
     models = {f"champion ({architecture}, {precision})": str(champion.tag)}
     runs = full_data_runs(experiment_id)
@@ -148,9 +149,9 @@ def _describe_served(models: dict[str, str]) -> str:
 
     lines = []
     for label, tag in models.items():
-        meta = bentoml.models.get(tag).info.metadata
+        card = ModelCard.from_dict(bentoml.models.get(tag).info.metadata)
         lines.append(
-            f"- {label}: `{tag}`, run `{meta['run_id']}`, test accuracy {meta['test_accuracy']:.4f}"
+            f"- {label}: `{tag}`, run `{card.run_id}`, test accuracy {card.test_accuracy:.4f}"
         )
     return "\n".join(lines)
 

@@ -114,7 +114,7 @@ class Server(ServerProcess):
             "SERVING_API_TOKEN": "",
             **(env or {}),
         }
-        bentoml = str(paths.PROJECT_ROOT / ".venv/bin/bentoml")
+        bentoml = str(paths.BIN_DIR / "bentoml")
         command = [bentoml, "serve", "serving.service:Classifier", "--host", "127.0.0.1"]
         super().__init__([*command, "--port", "{port}"], settings, "/readyz")
 

@@ -24,15 +24,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline import paths
+from pipeline import paths, training
 from pipeline.config import AugmentConfig, Config, DataConfig, load_config
-from pipeline.data import load_fashion_mnist, make_splits
+from pipeline.data import Splits, load_fashion_mnist, make_splits
 from pipeline.describe import describe, totals
-from pipeline.fused_batch_norm import fused_batch_norm
 from pipeline.inputs import make_dataset
-from pipeline.models import build_model
-from pipeline.precision import dtype_policy, resolve
-from pipeline.train import compile_for_training
 
 BATCH = 128
 #: Batches per timed epoch, by model cost, so each measurement takes seconds, not minutes.
@@ -43,6 +39,51 @@ ZOO_BATCHES = {"lenet": 120, "vgg": 60, "alexnet": 60, "nin": 40, "googlenet": 3
 REPEATS = 3
 #: Rounds of the zoo comparison, each timing one epoch of every variant.
 ZOO_ROUNDS = 6
+#: Validation images per epoch: `fit` validates every epoch, which the timing leaves out.
+VAL_IMAGES = 256
+
+
+def _config(augment: bool, jit: bool = False, precision: str = "float32") -> Config:
+    """The real training configuration, varied only in what a column measures."""
+    return Config(
+        model_options={"vgg": {"preset": "small"}},
+        augment=AugmentConfig(enabled=augment),
+        train=dataclasses.replace(
+            Config().train,
+            jit_compile=jit,
+            precision=precision,
+            schedule="constant",
+            early_stopping_patience=0,
+            seed=0,
+        ),
+    )
+
+
+def _slice(count: int) -> Splits:
+    """`count` batches of BATCH training images, and a little validation data."""
+    splits = make_splits(load_fashion_mnist(), DataConfig(train_limit=20000), seed=0)
+    n = count * BATCH
+    return dataclasses.replace(
+        splits,
+        x_train=splits.x_train[:n],
+        y_train=splits.y_train[:n],
+        x_val=splits.x_val[:VAL_IMAGES],
+        y_val=splits.y_val[:VAL_IMAGES],
+    )
+
+
+def _epochs(config: Config, epochs: int) -> Config:
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
+
+
+def _timed(prepared: training.Prepared) -> list[float]:
+    """Training images/s of each epoch of the real loop (`training.fit`)."""
+    return training.fit(prepared, verbose=0).history["images_per_s"]
+
+
+def _images_per_s(prepared: training.Prepared) -> float:
+    """Median images/s over the epochs after the first (which traces the step)."""
+    return statistics.median(_timed(prepared)[1:])
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -57,69 +98,32 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def _config(augment: bool, jit: bool = False, precision: str = "float32") -> Config:
-    """The real training configuration, varied only in what a column measures."""
-    return Config(
-        model_options={"vgg": {"preset": "small"}},
-        augment=AugmentConfig(enabled=augment),
-        train=dataclasses.replace(
-            Config().train, jit_compile=jit, precision=precision, schedule="constant"
-        ),
-    )
-
-
-def _compiled(name: str, spec, config: Config, steps: int) -> keras.Model:
-    """The model as `pipeline train` compiles it (augmentation, loss, optimiser)."""
-    keras.utils.set_random_seed(0)
-    with dtype_policy(resolve(config.train.precision)):
-        model = build_model(name, spec, **config.for_model(name))
-    return compile_for_training(model, config, steps)
-
-
-def _images_per_s(fit, images: int) -> float:
-    """Median images/s over REPEATS epochs after one untimed warm-up epoch (tracing)."""
-    timer = EpochTimer()
-    fit(timer)
-    return images / statistics.median(timer.seconds[1:])
-
-
-def _slice(count: int):
-    splits = make_splits(load_fashion_mnist(), DataConfig(train_limit=20000), seed=0)
-    n = count * BATCH
-    return splits, splits.x_train[:n], splits.y_train[:n]
-
-
 def measure(name: str, deterministic: bool = False) -> dict:
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-    splits, x, y = _slice(BATCHES[name])
-    n, epochs = len(y), 1 + REPEATS
+    splits = _slice(BATCHES[name])
+    n, epochs = len(splits.y_train), 1 + REPEATS
 
-    def project(augment: bool, jit: bool, precision: str = "float32"):
-        ds = make_dataset(x, y, BATCH, training=True, seed=0)
-        model = _compiled(name, splits.spec, _config(augment, jit, precision), BATCHES[name])
-        return lambda cb: model.fit(ds, epochs=epochs, callbacks=[cb], verbose=0, shuffle=False)
-
-    def baseline(cb):
-        model = _compiled(name, splits.spec, _config(False), BATCHES[name])
-        model.fit(x.astype(np.float32), y, batch_size=BATCH, epochs=epochs, callbacks=[cb],
-                  verbose=0)  # fmt: skip
+    def project(augment: bool, jit: bool = False, precision: str = "float32") -> float:
+        config = _epochs(_config(augment, jit, precision), epochs)
+        return _images_per_s(training.prepare(name, config, splits))
 
     if deterministic:
-        return {
-            "model": name,
-            "pipeline_augment_deterministic": _images_per_s(project(True, False), n),
-        }
-    model = build_model(name, splits.spec, **_config(False).for_model(name))
+        return {"model": name, "pipeline_augment_deterministic": project(True)}
+    # Plain Keras `fit` on NumPy arrays, no tf.data and no callbacks: the loop's reference.
+    bare = training.prepare(name, _config(False), splits).trainable
+    timer = EpochTimer()
+    bare.fit(splits.x_train.astype(np.float32), splits.y_train, batch_size=BATCH,
+             epochs=epochs, callbacks=[timer], verbose=0)  # fmt: skip
     result = {
         "model": name,
         "images": n,
-        "macs_per_image": totals(describe(model))["macs_per_image"],
-        "baseline_numpy_fit": _images_per_s(baseline, n),
-        "pipeline_no_augment": _images_per_s(project(False, False), n),
-        "pipeline_no_augment_xla": _images_per_s(project(False, True), n),
-        "pipeline_no_augment_bf16": _images_per_s(project(False, False, "mixed_bfloat16"), n),
-        "pipeline_augment": _images_per_s(project(True, False), n),
+        "macs_per_image": totals(describe(bare))["macs_per_image"],
+        "baseline_numpy_fit": n / statistics.median(timer.seconds[1:]),
+        "pipeline_no_augment": project(False),
+        "pipeline_no_augment_xla": project(False, jit=True),
+        "pipeline_no_augment_bf16": project(False, precision="mixed_bfloat16"),
+        "pipeline_augment": project(True),
     }
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
@@ -141,60 +145,61 @@ def keras_layer_augmentation(config: AugmentConfig, seed: int = 0) -> keras.laye
 
 
 def measure_zoo(name: str) -> dict:
-    """The zoo profile's model and loop, four ways: no augmentation; the old per-layer Keras
-    augmentation in tf.data; the batch augmentation in the training graph (what the zoo runs);
-    and that with Keras' own batch norm instead of the fused kernel.
+    """The zoo profile's model and loop (`training.prepare` and `training.fit`), four ways: no
+    augmentation; the old per-layer Keras augmentation in tf.data; the batch augmentation in
+    the training graph (what the zoo runs); and that with Keras' own batch norm instead of the
+    fused kernel.
 
-    After a warm-up epoch each, the four take turns for ZOO_ROUNDS rounds, in reverse order
-    every other round, so that a slow spell of the shared machine or a position in the round
-    weighs on all four alike. Each ratio is the median over rounds of that round's ratio."""
-    zoo = load_config(paths.CONFIG_DIR / "zoo.yaml").for_run(name)  # the model's own recipe
-    splits, x, y = _slice(ZOO_BATCHES[name])
-    plain = make_dataset(x, y, zoo.train.batch_size, training=True, seed=0)
+    After a warm-up epoch each, the four take turns for ZOO_ROUNDS rounds of one epoch, in
+    reverse order every other round, so that a slow spell of the shared machine or a position
+    in the round weighs on all four alike. Each ratio is the median over rounds of that
+    round's ratio."""
+    zoo = _epochs(load_config(paths.CONFIG_DIR / "zoo.yaml").for_run(name), 1)
+    splits = _slice(ZOO_BATCHES[name])
+    no_augment = dataclasses.replace(zoo, augment=AugmentConfig(enabled=False))
+    keras_bn = dataclasses.replace(
+        zoo, train=dataclasses.replace(zoo.train, fused_batch_norm=False)
+    )
     old = keras_layer_augmentation(zoo.augment)
+    plain = make_dataset(
+        splits.x_train, splits.y_train, zoo.train.batch_size, training=True, seed=0
+    )
     old_ds = plain.map(
         lambda img, label: (old(img, training=True), label), num_parallel_calls=tf.data.AUTOTUNE
     ).prefetch(tf.data.AUTOTUNE)
-    no_augment = dataclasses.replace(zoo, augment=AugmentConfig(enabled=False))
-    variants = {  # name: (config, dataset, fused batch norm)
-        "zoo_no_augment": (no_augment, plain, True),
-        "zoo_tfdata_keras_layers": (no_augment, old_ds, True),
-        "zoo_in_graph": (zoo, plain, True),
-        "zoo_in_graph_keras_bn": (zoo, plain, False),
+    variants = {
+        "zoo_no_augment": training.prepare(name, no_augment, splits),
+        "zoo_tfdata_keras_layers": dataclasses.replace(
+            training.prepare(name, no_augment, splits), train_ds=old_ds
+        ),
+        "zoo_in_graph": training.prepare(name, zoo, splits),
+        "zoo_in_graph_keras_bn": training.prepare(name, keras_bn, splits),
     }
-    models = {}
-    for key, (config, ds, fused) in variants.items():
-        models[key] = _compiled(name, splits.spec, config, ZOO_BATCHES[name])
-        with fused_batch_norm(fused):
-            models[key].fit(ds, epochs=1, verbose=0, shuffle=False)  # traces the step
-    seconds: dict[str, list[float]] = {key: [] for key in variants}
+    for prepared in variants.values():
+        _timed(prepared)  # traces the step
+    rates: dict[str, list[float]] = {key: [] for key in variants}
     for round_ in range(ZOO_ROUNDS):
         order = list(variants) if round_ % 2 == 0 else list(variants)[::-1]
         for key in order:
-            _, ds, fused = variants[key]
-            start = time.perf_counter()
-            with fused_batch_norm(fused):
-                models[key].fit(ds, epochs=1, verbose=0, shuffle=False)
-            seconds[key].append(time.perf_counter() - start)
+            rates[key].extend(_timed(variants[key]))
 
     def paired(numerator: str, denominator: str) -> float:
         """Median over rounds of images/s of `numerator` over `denominator`."""
-        pairs = zip(seconds[denominator], seconds[numerator], strict=True)
-        return statistics.median(d / n for d, n in pairs)
+        pairs = zip(rates[numerator], rates[denominator], strict=True)
+        return statistics.median(n / d for n, d in pairs)
 
     return {
         "model": name,
-        "zoo_macs_per_image": totals(describe(build_model(name, splits.spec,
-                                                          **zoo.for_model(name))))["macs_per_image"],
-        "zoo_precision": resolve(zoo.train.precision),
+        "zoo_macs_per_image": totals(describe(variants["zoo_in_graph"].model))["macs_per_image"],
+        "zoo_precision": variants["zoo_in_graph"].precision,
         "zoo_batch_size": zoo.train.batch_size,
         "zoo_rounds": ZOO_ROUNDS,
-        **{key: len(y) / statistics.median(s) for key, s in seconds.items()},
+        **{key: statistics.median(r) for key, r in rates.items()},
         "old_augment_over_none": paired("zoo_tfdata_keras_layers", "zoo_no_augment"),
         "new_augment_over_none": paired("zoo_in_graph", "zoo_no_augment"),
         "new_over_old_augment": paired("zoo_in_graph", "zoo_tfdata_keras_layers"),
         "fused_over_keras_bn": paired("zoo_in_graph", "zoo_in_graph_keras_bn"),
-    }  # fmt: skip
+    }
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from bench.processes import ServerProcess, free_port
 from bench.serving import as_pngs, fashion_test_images
 from pipeline import paths
 
-BENTOML = str(paths.PROJECT_ROOT / ".venv/bin/bentoml")
+BENTOML = str(paths.BIN_DIR / "bentoml")
 CONTAINERIZE = str(paths.PROJECT_ROOT / "deploy/container/containerize.sh")
 
 

@@ -1,4 +1,4 @@
-"""Keras callbacks for tracking and for resuming a killed run without logging an epoch twice."""
+"""Keras callbacks with no tracking store: epoch figures, progress, resumable early stopping."""
 
 from __future__ import annotations
 
@@ -6,22 +6,16 @@ import time
 from dataclasses import dataclass
 
 import keras
-import mlflow
 import numpy as np
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Logs each epoch's metrics, learning rate, time and images/s to an MLflow run.
+class EpochStats(keras.callbacks.Callback):
+    """Adds each epoch's learning rate, time and training images/s to its logs, so that the
+    history `fit` returns and every later callback (a tracking logger among them) see them."""
 
-    Steps already present in the run (logged before a kill) are not logged again, so a resumed
-    run ends with exactly one value per epoch.
-    """
-
-    def __init__(self, run_id: str, train_images: int, logged_steps: set[int]) -> None:
+    def __init__(self, train_images: int) -> None:
         super().__init__()
-        self.run_id = run_id
         self.train_images = train_images
-        self.logged_steps = set(logged_steps)
         self._epoch_start = 0.0
         self._train_seconds = 0.0
 
@@ -35,24 +29,14 @@ class EpochLogger(keras.callbacks.Callback):
             self._train_seconds = time.perf_counter() - self._epoch_start
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
-        if epoch in self.logged_steps:
+        if logs is None:
             return
         elapsed = time.perf_counter() - self._epoch_start
-        train_seconds = self._train_seconds or elapsed
-        metrics = {k: float(v) for k, v in (logs or {}).items() if np.isscalar(v)}
-        metrics["learning_rate"] = float(
+        logs["learning_rate"] = float(
             keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
         )
-        metrics["epoch_seconds"] = elapsed
-        metrics["images_per_s"] = self.train_images / train_seconds
-        mlflow.tracking.MlflowClient().log_batch(
-            self.run_id,
-            metrics=[
-                mlflow.entities.Metric(k, v, int(time.time() * 1000), epoch)
-                for k, v in metrics.items()
-            ],
-        )
-        self.logged_steps.add(epoch)
+        logs["epoch_seconds"] = elapsed
+        logs["images_per_s"] = self.train_images / (self._train_seconds or elapsed)
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):

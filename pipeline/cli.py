@@ -22,13 +22,6 @@ app = typer.Typer(help="Train, track, select and package the CNN zoo.", no_args_
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-#: Input shape and class count of the built-in datasets, so `describe` needs no data on disk.
-KNOWN_SHAPES = {
-    "fashion_mnist": ((28, 28, 1), 10),
-    "mnist": ((28, 28, 1), 10),
-    "cifar10": ((32, 32, 3), 10),
-}
-
 
 def one_line_errors(func):
     """Turn a user error into one line on stderr and exit status 2, never a traceback.
@@ -106,7 +99,7 @@ def describe(
 ) -> None:
     """Per-layer table: geometry, output shape, parameters, FC-equivalent parameters, MACs."""
     from pipeline.config import load_config
-    from pipeline.data import DataSpec
+    from pipeline.data import BUILT_IN, DataSpec
     from pipeline.describe import describe as describe_model
     from pipeline.describe import render
     from pipeline.models import build_model
@@ -117,9 +110,9 @@ def describe(
             raise PipelineError(f"--input-shape must be H,W,C, got {input_shape!r}")
         shape = tuple(int(p) for p in parts)
         n = classes or 10
-    elif dataset in KNOWN_SHAPES:
-        shape, n = KNOWN_SHAPES[dataset]
-        n = classes or n
+    elif dataset in BUILT_IN:  # its shape is known without the data on disk
+        shape = BUILT_IN[dataset].input_shape
+        n = classes or len(BUILT_IN[dataset].class_names)
     else:
         raise PipelineError(f"--dataset {dataset!r} has no known shape; pass --input-shape H,W,C")
     overrides = [f"models=[{model}]", *(f"model_options.{model}.{o}" for o in option or [])]
@@ -128,7 +121,7 @@ def describe(
         "describe", shape, tuple(str(i) for i in range(n)), (0.0,) * shape[2], (1.0,) * shape[2]
     )
     try:
-        keras_model = build_model(model, spec, **config.for_model(model))
+        keras_model = build_model(model, spec, config.for_model(model))
     except ValueError as exc:
         raise PipelineError(f"{model} cannot take input {shape}: {exc}") from None
     typer.echo(render(describe_model(keras_model)))
@@ -149,8 +142,9 @@ def train(
     from pipeline.config import load_config
 
     cfg = load_config(config, ctx.args)
+    from pipeline.champion import CHAMPION_ALIAS
     from pipeline.selection import promote
-    from pipeline.train import train as run_sweep
+    from pipeline.sweep import train as run_sweep
 
     sweep = run_sweep(cfg)
     typer.echo("\n" + sweep.table().to_string(index=False))
@@ -160,7 +154,7 @@ def train(
             f"\nchampion: {result.model} (run {result.run_id}, "
             f"val acc {result.best_val_accuracy:.4f}, test acc {result.test_accuracy:.4f}) -> "
             f"{cfg.tracking.registered_model} "
-            f"v{result.version} @champion, BentoML {result.bento_tag}"
+            f"v{result.version} @{CHAMPION_ALIAS}, BentoML {result.bento_tag}"
         )
 
 
@@ -231,8 +225,9 @@ def predict(
 ) -> None:
     """Classify image files with the champion locally and print the top-k labels."""
     from pipeline import tracking
+    from pipeline.champion import champion_uri
     from pipeline.config import load_config
-    from pipeline.predict import champion_uri, predict_files
+    from pipeline.predict import predict_files
 
     cfg = load_config(config)
     tracking.setup(cfg.tracking)
@@ -241,6 +236,19 @@ def predict(
     ):
         labels = ", ".join(f"{label} {p:.3f}" for label, p in result.top)
         typer.echo(f"{result.path}: {labels}")
+
+
+@app.command()
+@one_line_errors
+def results(
+    config: Annotated[Path | None, typer.Option(help="YAML config (tracking section)")] = None,
+) -> None:
+    """Write docs/RESULTS.md from the runs on all of Fashion-MNIST, beside the published
+    accuracies and the zoo's targets."""
+    from pipeline.config import load_config
+    from pipeline.results import write_results
+
+    typer.echo(f"wrote {write_results(load_config(config).tracking)}")
 
 
 if __name__ == "__main__":

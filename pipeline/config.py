@@ -51,17 +51,17 @@ class DataConfig:
     cache: bool = True
 
     def __post_init__(self) -> None:
-        _check(0.0 < self.val_fraction < 0.5, "data.val_fraction", "must be in (0, 0.5)")
-        _check(self.channels in (None, 1, 3), "data.channels", "must be 1, 3 or null")
+        check(0.0 < self.val_fraction < 0.5, "data.val_fraction", "must be in (0, 0.5)")
+        check(self.channels in (None, 1, 3), "data.channels", "must be 1, 3 or null")
         if self.image_size is not None:
-            _check(
+            check(
                 len(self.image_size) == 2 and all(8 <= side <= 1024 for side in self.image_size),
                 "data.image_size",
                 "must be [height, width], each from 8 to 1024",
             )
         for key in ("train_limit", "test_limit"):
             value = getattr(self, key)
-            _check(value is None or value >= 10, f"data.{key}", "must be >= 10 or null")
+            check(value is None or value >= 10, f"data.{key}", "must be >= 10 or null")
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         for key in self.FACTORS:
-            _check(0.0 <= getattr(self, key) < 1.0, f"augment.{key}", "must be in [0, 1)")
+            check(0.0 <= getattr(self, key) < 1.0, f"augment.{key}", "must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -109,9 +109,9 @@ class ModelConfig:
     activation: str = "relu"
 
     def __post_init__(self) -> None:
-        _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
-        _check(0.0 < self.width <= 8.0, "model.width", "must be in (0, 8]")
-        _check(
+        check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+        check(0.0 < self.width <= 8.0, "model.width", "must be in (0, 8]")
+        check(
             self.activation in ("relu", "sigmoid", "tanh", "gelu", "elu", "swish"),
             "model.activation",
             "must be one of relu, sigmoid, tanh, gelu, elu, swish",
@@ -138,6 +138,9 @@ class TrainConfig:
     seed: int = 42
     #: Compile the train step with XLA.
     jit_compile: bool = False
+    #: Training-mode batch norm in TensorFlow's fused kernel (pipeline/fused_batch_norm.py);
+    #: false keeps Keras' own ops, which the benchmark compares it with.
+    fused_batch_norm: bool = True
     #: Keras dtype policy: float32, mixed_bfloat16, mixed_float16, or auto (bf16 where the GPU
     #: or CPU computes in it; see pipeline/precision.py). The served model keeps it.
     precision: str = "float32"
@@ -150,20 +153,25 @@ class TrainConfig:
     cpu_devices: int = 2
 
     def __post_init__(self) -> None:
-        _check(self.strategy in STRATEGIES, "train.strategy", f"must be one of {STRATEGIES}")
-        _check(2 <= self.cpu_devices <= 64, "train.cpu_devices", "must be in [2, 64]")
-        _check(1 <= self.epochs <= 10_000, "train.epochs", "must be in [1, 10000]")
-        _check(1 <= self.batch_size <= 4096, "train.batch_size", "must be in [1, 4096]")
-        _check(self.optimizer in OPTIMIZERS, "train.optimizer", f"must be one of {OPTIMIZERS}")
-        _check(self.schedule in SCHEDULES, "train.schedule", f"must be one of {SCHEDULES}")
-        _check(self.precision in PRECISIONS, "train.precision", f"must be one of {PRECISIONS}")
-        _check(0.0 < self.learning_rate < 10.0, "train.learning_rate", "must be in (0, 10)")
-        _check(0.0 <= self.weight_decay <= 1.0, "train.weight_decay", "must be in [0, 1]")
-        _check(0.0 <= self.momentum < 1.0, "train.momentum", "must be in [0, 1)")
-        _check(0 <= self.seed < 2**32, "train.seed", "must be in [0, 2**32)")
-        _check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
-        _check(0 <= self.warmup_epochs < self.epochs, "train.warmup_epochs", "must be < epochs")
-        _check(self.early_stopping_patience >= 0, "train.early_stopping_patience", "must be >= 0")
+        check(self.strategy in STRATEGIES, "train.strategy", f"must be one of {STRATEGIES}")
+        check(2 <= self.cpu_devices <= 64, "train.cpu_devices", "must be in [2, 64]")
+        check(1 <= self.epochs <= 10_000, "train.epochs", "must be in [1, 10000]")
+        check(1 <= self.batch_size <= 4096, "train.batch_size", "must be in [1, 4096]")
+        check(self.optimizer in OPTIMIZERS, "train.optimizer", f"must be one of {OPTIMIZERS}")
+        check(self.schedule in SCHEDULES, "train.schedule", f"must be one of {SCHEDULES}")
+        check(self.precision in PRECISIONS, "train.precision", f"must be one of {PRECISIONS}")
+        check(0.0 < self.learning_rate < 10.0, "train.learning_rate", "must be in (0, 10)")
+        check(0.0 <= self.weight_decay <= 1.0, "train.weight_decay", "must be in [0, 1]")
+        check(0.0 <= self.momentum < 1.0, "train.momentum", "must be in [0, 1)")
+        check(0 <= self.seed < 2**32, "train.seed", "must be in [0, 2**32)")
+        check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
+        check(0 <= self.warmup_epochs < self.epochs, "train.warmup_epochs", "must be < epochs")
+        check(self.early_stopping_patience >= 0, "train.early_stopping_patience", "must be >= 0")
+        check(
+            not (self.optimizer == "adam" and self.weight_decay),
+            "train.weight_decay",
+            "is not applied by train.optimizer=adam; use adamw, or set train.weight_decay=0",
+        )
 
 
 @dataclass(frozen=True)
@@ -199,16 +207,13 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
-        # Imported here: the model registry pulls in Keras, which config loading must not need.
-        from pipeline.models import check_model_options
-
-        _check(len(self.models) > 0, "models", "must name at least one model")
+        check(len(self.models) > 0, "models", "must name at least one model")
         # Options of models outside this sweep are checked too, so a profile stays valid
         # whichever subset of its models `MODELS=...` picks.
         for name in {*self.models, *self.model_options}:
-            check_model_options(name, self.model_options.get(name, {}))
+            self.for_model(name)
         for name in self.per_model:
-            check_model_options(name, {})  # the name must be an architecture
+            self.for_model(name)  # the name must be an architecture
             self.for_run(name)
 
     def for_run(self, name: str) -> Config:
@@ -226,7 +231,7 @@ class Config:
                 )
             shared = dataclasses.asdict(getattr(self, section))
             try:
-                sections[section] = _build(
+                sections[section] = build_dataclass(
                     type(getattr(self, section)),
                     {**shared, **(values or {})},
                     f"{prefix}{section}.",
@@ -238,9 +243,16 @@ class Config:
                 raise ConfigError(message) from None
         return dataclasses.replace(self, per_model={}, **sections)
 
-    def for_model(self, name: str) -> dict[str, Any]:
-        """Keyword arguments of the architecture builder for `name`."""
-        return {**dataclasses.asdict(self.model), **self.model_options.get(name, {})}
+    def for_model(self, name: str):
+        """The typed options (`pipeline.models.<name>.Options`) architecture `name` is built
+        with: the shared `model` section overlaid with its `model_options.<name>`."""
+        # Imported here: the model modules import this one.
+        from pipeline.models import options_for
+
+        own = self.model_options.get(name) or {}
+        if not isinstance(own, dict):
+            raise ConfigError(f"config key 'model_options.{name}' must be a mapping")
+        return options_for(name, own, self.model)
 
     def flat(self) -> dict[str, Any]:
         """Every value under its dotted key, as logged to MLflow (credentials masked)."""
@@ -280,7 +292,7 @@ def redact_uri(uri: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
-def _check(ok: bool, key: str, message: str) -> None:
+def check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"config key '{key}' {message}")
 
@@ -332,8 +344,9 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     raise ConfigError(f"config key '{key}' must be of type {name}, got {value!r}")
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """Make dataclass `cls` from a mapping, rejecting unknown keys with a suggestion."""
+def build_dataclass(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Make dataclass `cls` from a mapping, checking each value against its type hint and
+    rejecting unknown keys with a suggestion; `prefix` is how errors name the keys."""
     if not isinstance(data, dict):
         raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}' must be a mapping")
     hints = typing.get_type_hints(cls)
@@ -345,7 +358,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known: {names}"
             raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
         if dataclasses.is_dataclass(hints[key]):
-            kwargs[key] = _build(hints[key], value or {}, f"{prefix}{key}.")
+            kwargs[key] = build_dataclass(hints[key], value or {}, f"{prefix}{key}.")
         else:
             kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}")
     return cls(**kwargs)
@@ -384,4 +397,17 @@ def load_config(path: Path | str | None = None, overrides: typing.Sequence[str] 
             raise ConfigError(f"config file {path} is not valid YAML{where}") from exc
     for assignment in overrides:
         _apply_override(tree, assignment)
-    return _build(Config, tree)
+    return build_dataclass(Config, tree)
+
+
+def config_from_flat(flat: dict[str, Any]) -> Config:
+    """The configuration `Config.flat()` recorded (as a logged model's metadata holds it),
+    rebuilt and checked by the same typed loader as a YAML file."""
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        *sections, last = key.split(".")
+        node = tree
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[last] = value
+    return build_dataclass(Config, tree)

@@ -106,6 +106,19 @@ class RawDataset:
     x_test: np.ndarray
     y_test: np.ndarray
 
+    @classmethod
+    def grayscale(cls, name: str, class_names: tuple[str, ...], arrays) -> RawDataset:
+        """From (x_train, y_train, x_test, y_test) with N x H x W images: one channel added."""
+        x_train, y_train, x_test, y_test = arrays
+        return cls(
+            name,
+            class_names,
+            x_train[..., None],
+            y_train.astype(np.int64),
+            x_test[..., None],
+            y_test.astype(np.int64),
+        )
+
 
 @dataclass(frozen=True)
 class Splits:
@@ -191,25 +204,21 @@ def load_idx_dataset(
         for fname in IDX_FILES:
             if not (directory / fname).is_file():
                 _download(base_url + fname, directory, fname)
-    x_train, y_train, x_test, y_test = (read_idx(directory / f) for f in IDX_FILES)
+    x_train, y_train, x_test, y_test = arrays = [read_idx(directory / f) for f in IDX_FILES]
     if len(x_train) != len(y_train) or len(x_test) != len(y_test):
         raise DatasetError(f"{directory}: image and label counts differ; replace the files")
-    return RawDataset(
-        name,
-        class_names,
-        x_train[..., None],
-        y_train.astype(np.int64),
-        x_test[..., None],
-        y_test.astype(np.int64),
-    )
+    return RawDataset.grayscale(name, class_names, arrays)
 
 
 def load_fashion_mnist() -> RawDataset:
     return load_idx_dataset("fashion_mnist", "fashion-mnist", FASHION_CLASSES, FASHION_MNIST_URL)
 
 
+MNIST_CLASSES = tuple(str(d) for d in range(10))
+
+
 def load_mnist() -> RawDataset:
-    classes = tuple(str(d) for d in range(10))
+    classes = MNIST_CLASSES
     if _find_dir("mnist", IDX_FILES) is not None:
         return load_idx_dataset("mnist", "mnist", classes, None)
     path = paths.DATA_DIR / "mnist" / "mnist.npz"
@@ -220,25 +229,14 @@ def load_mnist() -> RawDataset:
             arrays = [npz[k] for k in ("x_train", "y_train", "x_test", "y_test")]
     except (OSError, KeyError, ValueError) as exc:
         raise DatasetError(f"{path} is corrupt ({exc}); delete it so it is fetched again") from None
-    x_train, y_train, x_test, y_test = arrays
-    return RawDataset(
-        "mnist",
-        classes,
-        x_train[..., None],
-        y_train.astype(np.int64),
-        x_test[..., None],
-        y_test.astype(np.int64),
-    )
+    return RawDataset.grayscale("mnist", classes, arrays)
 
 
 def load_cifar10() -> RawDataset:
     batches = "cifar-10-batches-py"
     files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    directory = None
-    for base in (paths.DATA_DIR / "cifar10", paths.SYSTEM_DATASETS / "cifar10"):
-        if all((base / batches / f).is_file() for f in files):
-            directory = base / batches
-            break
+    found = _find_dir("cifar10", [f"{batches}/{f}" for f in files])
+    directory = found / batches if found is not None else None
     if directory is None:
         archive = _download(CIFAR10_URL, paths.DATA_DIR / "cifar10", "cifar-10-python.tar.gz")
         with tarfile.open(archive) as tar:
@@ -317,10 +315,20 @@ def load_folder(root: Path, config: DataConfig) -> RawDataset:
 
 # --- Registry, splits and spec -----------------------------------------------------------------
 
-LOADERS: dict[str, Callable[[], RawDataset]] = {
-    "fashion_mnist": load_fashion_mnist,
-    "mnist": load_mnist,
-    "cifar10": load_cifar10,
+
+@dataclass(frozen=True)
+class BuiltIn:
+    """A dataset this pipeline knows by name: how to load it, and its shape without loading."""
+
+    load: Callable[[], RawDataset]
+    input_shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+
+
+BUILT_IN: dict[str, BuiltIn] = {
+    "fashion_mnist": BuiltIn(load_fashion_mnist, (28, 28, 1), FASHION_CLASSES),
+    "mnist": BuiltIn(load_mnist, (28, 28, 1), MNIST_CLASSES),
+    "cifar10": BuiltIn(load_cifar10, (32, 32, 3), CIFAR10_CLASSES),
 }
 
 
@@ -328,11 +336,11 @@ def load_raw(config: DataConfig) -> RawDataset:
     """Load the dataset named by the config, as published (before slicing and splitting)."""
     if config.dataset.startswith("folder:"):
         return load_folder(Path(config.dataset.removeprefix("folder:")).expanduser(), config)
-    if config.dataset not in LOADERS:
+    if config.dataset not in BUILT_IN:
         raise DatasetError(
-            f"unknown dataset '{config.dataset}'; use one of {sorted(LOADERS)} or folder:PATH"
+            f"unknown dataset '{config.dataset}'; use one of {sorted(BUILT_IN)} or folder:PATH"
         )
-    return LOADERS[config.dataset]()
+    return BUILT_IN[config.dataset].load()
 
 
 def _stratified_split(

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
+from pipeline.model_card import CONFUSION_MATRIX_FILE
+
 
 @dataclass(frozen=True)
 class EvaluationReport:
@@ -22,12 +24,6 @@ class EvaluationReport:
 
     def metrics(self, prefix: str = "test_") -> dict[str, float]:
         return {f"{prefix}accuracy": self.accuracy, f"{prefix}macro_f1": self.macro_f1}
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def report(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -> EvaluationReport:
@@ -83,28 +79,27 @@ def write_report_files(result: EvaluationReport, class_names: Sequence[str], out
     )
     result.per_class.to_csv(out / "per_class_report.csv", index=False)
     fig = plots.confusion_matrix_figure(result.confusion, names)
-    fig.savefig(out / "confusion_matrix.png", dpi=110)
+    fig.savefig(out / CONFUSION_MATRIX_FILE, dpi=110)
     import matplotlib.pyplot as plt
 
     plt.close(fig)
 
 
 def evaluate_uri(model_uri: str, out: Path | None = None) -> tuple[EvaluationReport, dict]:
-    """Recompute the test metrics of any logged or registered model from its recorded data config.
+    """Recompute the test metrics of any logged or registered model from its recorded
+    configuration, rebuilt by the typed loader.
 
     Returns the report and the model's data spec; writes the report files to `out` if given.
     """
     import mlflow
 
-    from pipeline.config import load_config
+    from pipeline.config import config_from_flat
     from pipeline.data import DataSpec, load_splits
     from pipeline.tracking import logged_metadata
 
     recorded = logged_metadata(model_uri)
-    flat = recorded["data_config"]
-    overrides = [f"{k}={v}" for k, v in flat.items() if k.startswith("data.") and v is not None]
-    config = load_config(None, overrides)
-    splits = load_splits(config.data, int(flat["train.seed"]))
+    config = config_from_flat(recorded["data_config"])
+    splits = load_splits(config.data, config.train.seed)
     spec = DataSpec.from_dict(recorded["data_spec"])
     model = mlflow.keras.load_model(model_uri)
     y_pred = predict_logits(model, splits.x_test).argmax(axis=1)

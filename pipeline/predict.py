@@ -17,15 +17,12 @@ class Prediction:
     top: list[tuple[str, float]]
 
 
-def champion_uri(registered_model: str) -> str:
-    return f"models:/{registered_model}@champion"
-
-
 def predict_files(paths: list[Path], model_uri: str, k: int = 3) -> list[Prediction]:
     """Classify image files with a logged model, using the same preprocessing as the service."""
     import mlflow
 
-    from pipeline.evaluate import predict_logits, softmax
+    from pipeline.evaluate import predict_logits
+    from pipeline.scoring import softmax, top_k
     from pipeline.tracking import logged_metadata
 
     spec = logged_metadata(model_uri)["data_spec"]
@@ -40,6 +37,6 @@ def predict_files(paths: list[Path], model_uri: str, k: int = 3) -> list[Predict
     probs = softmax(predict_logits(model, np.stack(pixels)))
     names = spec["class_names"]
     return [
-        Prediction(str(path), [(names[i], float(p[i])) for i in np.argsort(-p)[:k]])
-        for path, p in zip(paths, probs, strict=True)
+        Prediction(str(path), [(names[i], float(p[i])) for i in best])
+        for path, p, best in zip(paths, probs, top_k(probs, k), strict=True)
     ]

@@ -1,7 +1,8 @@
 """Champion selection and packaging: the registry alias and the BentoML model store.
 
-The rule: among the finished runs of a sweep, the highest best-epoch validation accuracy wins;
-ties go to the model with fewer parameters. The test set plays no part in the choice.
+The rule (pipeline/champion.py): among the finished runs of a sweep, the highest best-epoch
+validation accuracy wins; ties go to the model with fewer parameters. The test set plays no
+part in the choice.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from pathlib import Path
 import mlflow
 
 from pipeline import tracking
+from pipeline.champion import CHAMPION_ALIAS, ORDER_BY
 from pipeline.config import TrackingConfig, redact_uri
 from pipeline.errors import PipelineError
-
-CHAMPION_ALIAS = "champion"
-ORDER_BY = ["metrics.best_val_accuracy DESC", "metrics.model_params ASC"]
+from pipeline.model_card import SHIPPED_ARTIFACTS, ModelCard
+from pipeline.models.layers import NORMALISATION
+from pipeline.precision import model_precision
 
 
 @dataclass(frozen=True)
@@ -103,20 +105,15 @@ def _label(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", value)[:63] or "_"
 
 
-#: What a run's artifacts give the served model's folder besides the model: the demo page shows
-#: the confusion matrix and offers the examples.
-SHIPPED_ARTIFACTS = ("confusion_matrix.png", "examples")
-
-
 def save_to_bento(
-    model, name: str, labels: dict[str, str], metadata: dict, files: Path | None = None
+    model, name: str, labels: dict[str, str], card: ModelCard, files: Path | None = None
 ) -> str:
-    """Save a Keras model into the BentoML store as `model.keras`, with the contents of `files`
-    beside it; returns its tag."""
+    """Save a Keras model into the BentoML store as `model.keras`, its card as the model's
+    metadata, and the contents of `files` beside it; returns its tag."""
     import bentoml
 
     with bentoml.models.create(
-        name, labels={k: _label(str(v)) for k, v in labels.items()}, metadata=metadata
+        name, labels={k: _label(str(v)) for k, v in labels.items()}, metadata=card.to_dict()
     ) as ref:
         model.save(ref.path_of("model.keras"))
         if files is not None:
@@ -136,7 +133,7 @@ def _shipped_artifacts(run_id: str, into: Path) -> None:
 def package_run(
     run, bento_name: str, *, registered_model: str = "", registry_version: str = ""
 ) -> str:
-    """Put a finished model run's model in the BentoML store with the metadata serving reads.
+    """Put a finished model run's model in the BentoML store with the card serving reads.
 
     `promote` does this for the champion; on its own it serves any run (a challenger, or the
     benchmark's LeNet) without touching the registry.
@@ -146,6 +143,21 @@ def package_run(
     metrics = run.data.metrics
     spec = tracking.logged_metadata(model_uri)["data_spec"]
     model = mlflow.keras.load_model(model_uri)
+    card = ModelCard(
+        architecture=run.data.tags["model"],
+        dataset=spec["name"],
+        class_names=tuple(spec["class_names"]),
+        input_shape=tuple(spec["input_shape"]),
+        mean=tuple(spec["mean"]),
+        std=tuple(spec["std"]),
+        normalisation=NORMALISATION,
+        precision=model_precision(model),
+        run_id=run_id,
+        registered_model=registered_model,
+        registry_version=registry_version,
+        test_accuracy=float(metrics["test_accuracy"]),
+        test_macro_f1=float(metrics["test_macro_f1"]),
+    )
     with tempfile.TemporaryDirectory(prefix="package-") as files:
         _shipped_artifacts(run_id, Path(files))
         return save_to_bento(
@@ -154,20 +166,11 @@ def package_run(
             files=Path(files),
             labels={
                 "run_id": run_id,
-                "model": run.data.tags["model"],
-                "dataset": spec["name"],
+                "model": card.architecture,
+                "dataset": card.dataset,
                 "registry_version": registry_version or "none",
             },
-            metadata={
-                **spec,
-                "model": run.data.tags["model"],
-                "run_id": run_id,
-                "registered_model": registered_model,
-                "registry_version": registry_version,
-                "test_accuracy": float(metrics["test_accuracy"]),
-                "test_macro_f1": float(metrics["test_macro_f1"]),
-                "normalisation": "pixels/255, then (x - mean) / std per channel, inside the model",
-            },
+            card=card,
         )
 
 

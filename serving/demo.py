@@ -18,6 +18,8 @@ from starlette.applications import Starlette
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from pipeline.model_card import CONFUSION_MATRIX_FILE, EXAMPLES_DIR
+
 PAGE = Path(__file__).parent / "ui" / "index.html"
 EXAMPLE_NAME = re.compile(r"^\d{2}\.png$")
 
@@ -29,18 +31,18 @@ def build_app(model_file: Callable[[str], Path], class_names: Callable[[], list[
         return FileResponse(PAGE, media_type="text/html; charset=utf-8")
 
     async def confusion_matrix(request) -> Response:
-        path = model_file("confusion_matrix.png")
+        path = model_file(CONFUSION_MATRIX_FILE)
         if not path.is_file():
             return JSONResponse([{"error": "this model was packaged without one"}], 404)
         return FileResponse(path, media_type="image/png")
 
     async def examples(request) -> Response:
-        folder = model_file("examples")
+        folder = model_file(EXAMPLES_DIR)
         names = class_names()
         found = sorted(p.name for p in folder.glob("*.png")) if folder.is_dir() else []
         return JSONResponse(
             [
-                {"file": f"examples/{name}", "label": names[int(name[:2])]}
+                {"file": f"{EXAMPLES_DIR}/{name}", "label": names[int(name[:2])]}
                 for name in found
                 if EXAMPLE_NAME.match(name) and int(name[:2]) < len(names)
             ]
@@ -48,7 +50,7 @@ def build_app(model_file: Callable[[str], Path], class_names: Callable[[], list[
 
     async def example(request) -> Response:
         name = request.path_params["name"]
-        path = model_file("examples") / name
+        path = model_file(EXAMPLES_DIR) / name
         if not EXAMPLE_NAME.match(name) or not path.is_file():
             return JSONResponse([{"error": f"no example {name}"}], 404)
         return FileResponse(path, media_type="image/png")

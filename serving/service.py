@@ -22,8 +22,9 @@ from bentoml.validators import ContentType
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
-from pipeline.precision import model_precision
+from pipeline.model_card import ModelCard
 from pipeline.preprocess import ImageDecodeError, ImageShape
+from pipeline.scoring import softmax, top_k
 from serving import connections, demo, upstream
 from serving import settings as settings_module
 from serving.batching import CorkBatcher, EagerBatcher, Overloaded
@@ -65,6 +66,8 @@ Predictions = Annotated[list[ImagePrediction], ContentType("application/json")]
 
 
 class ModelInfo(BaseModel):
+    """The served model's card (pipeline/model_card.py) and what this service adds to it."""
+
     model_tag: str
     architecture: str
     run_id: str
@@ -77,6 +80,7 @@ class ModelInfo(BaseModel):
     std: list[float]
     normalisation: str
     test_accuracy: float
+    test_macro_f1: float
     #: The Keras dtype policy the model computes in, as trained and evaluated.
     precision: str
     max_images_per_request: int
@@ -109,7 +113,7 @@ def _model_file(name: str) -> Path:
 
 
 def _class_names() -> list[str]:
-    return list(Classifier.inner.bento_model.stored.info.metadata["class_names"])
+    return list(ModelCard.from_dict(Classifier.inner.bento_model.stored.info.metadata).class_names)
 
 
 def _batcher(predict):
@@ -149,13 +153,13 @@ class Classifier:
             self.bento_model.path_of("model.keras"), safe_mode=True, compile=False
         )
         stored = self.bento_model
-        meta = stored.info.metadata
+        card = ModelCard.from_dict(stored.info.metadata)
         # Warm-up traces the predict function so the first request is not the slow one.
         for batch in (1, 8):
-            self._probabilities(np.zeros((batch, *meta["input_shape"]), dtype=np.float32))
+            self._probabilities(np.zeros((batch, *card.input_shape), dtype=np.float32))
         self.batcher = _batcher(self._probabilities)
-        self.class_names: list[str] = list(meta["class_names"])
-        self.shape = ImageShape.of(meta["input_shape"])
+        self.class_names: list[str] = list(card.class_names)
+        self.shape = ImageShape.of(card.input_shape)
         self.decoder = Decoder(
             self.shape,
             max_image_bytes=SETTINGS.max_image_bytes,
@@ -164,20 +168,7 @@ class Classifier:
             processes=SETTINGS.decode_processes,
         )
         self.info = ModelInfo(
-            model_tag=str(stored.tag),
-            architecture=meta["model"],
-            run_id=meta["run_id"],
-            registered_model=meta["registered_model"],
-            registry_version=str(meta["registry_version"]),
-            dataset=meta["name"],
-            class_names=self.class_names,
-            input_shape=list(meta["input_shape"]),
-            mean=list(meta["mean"]),
-            std=list(meta["std"]),
-            normalisation=meta["normalisation"],
-            test_accuracy=float(meta["test_accuracy"]),
-            precision=model_precision(self.model),
-            max_images_per_request=SETTINGS.max_images,
+            model_tag=str(stored.tag), max_images_per_request=SETTINGS.max_images, **card.to_dict()
         )
         freeze_startup_objects()
 
@@ -201,8 +192,7 @@ class Classifier:
     def _probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Softmax of the model's logits for a batch (N, H, W, C) of pixels in [0, 255]."""
         logits = np.asarray(self.model.predict_on_batch(pixels.astype(np.float32, copy=False)))
-        exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        return exp / exp.sum(axis=-1, keepdims=True)
+        return softmax(logits)
 
     async def _predict(self, pixels: np.ndarray) -> np.ndarray:
         if self.batcher is not None:
@@ -219,16 +209,13 @@ class Classifier:
                 status_code=HTTPStatus.SERVICE_UNAVAILABLE,
                 headers={"Retry-After": str(exc.retry_after_s)},
             )
-        results = []
-        for index, p in enumerate(probs):
-            order = np.argsort(-p)[:k]
-            results.append(
-                ImagePrediction(
-                    index=index,
-                    top=[Label(label=self.class_names[i], probability=float(p[i])) for i in order],
-                )
+        return [
+            ImagePrediction(
+                index=index,
+                top=[Label(label=self.class_names[i], probability=float(p[i])) for i in best],
             )
-        return results
+            for index, (p, best) in enumerate(zip(probs, top_k(probs, k), strict=True))
+        ]
 
     # --- API -----------------------------------------------------------------------------------
 

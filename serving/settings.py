@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from pipeline.preprocess import DEFAULT_MAX_PIXELS
+
 
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name)
@@ -87,7 +89,7 @@ def load() -> Settings:
         max_bytes_in_flight=_int("SERVING_MAX_BYTES_IN_FLIGHT", 128 * 1024 * 1024),
         # Above uvicorn's 5 s keep-alive timeout, which closes idle connections first.
         header_timeout_s=_seconds("SERVING_HEADER_TIMEOUT_S", 10.0),
-        max_pixels=_int("SERVING_MAX_PIXELS", 40_000_000),
+        max_pixels=_int("SERVING_MAX_PIXELS", DEFAULT_MAX_PIXELS),
         max_k=_int("SERVING_MAX_K", 100),
         gpu=os.environ.get("SERVING_GPU", "0") == "1",
         batcher=_choice("SERVING_BATCHER", BATCHERS, "eager"),

@@ -1,6 +1,8 @@
 """Shared fixtures: real Fashion-MNIST, a temporary MLflow store and BentoML home, one sweep.
 
 BENTOML_HOME is set before anything imports bentoml, so tests never touch the user's stores.
+`make test-fast` sets CNN_ZOO_FAST=1: its tests must need neither the system dataset nor the
+session sweep, and a fast test that asks for either fails instead of quietly waiting on it.
 """
 
 from __future__ import annotations
@@ -20,8 +22,31 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from pipeline import paths  # noqa: E402
+from tests.helpers import quick_overrides  # noqa: E402
 
-FASHION_DIR = paths.SYSTEM_DATASETS / "fashion-mnist"
+FAST = os.environ.get("CNN_ZOO_FAST") == "1"
+if FAST:  # no dataset on disk for the fast tier: a test that loads one fails
+    paths.SYSTEM_DATASETS = _SESSION_DIR / "no-system-datasets"
+    paths.DATA_DIR = _SESSION_DIR / "no-data"
+
+
+#: Module-level marks that keep a whole test module out of the fast tier.
+_NOT_FAST = ("pytestmark = pytest.mark.slow", "pytestmark = pytest.mark.dataset")
+
+
+def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
+    """The fast tier does not import the modules it would deselect whole: their imports (the
+    server and tracking suites') were a quarter of its time."""
+    if FAST and collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        text = collection_path.read_text()
+        if any(mark in text.splitlines() for mark in _NOT_FAST):
+            return True
+    return None
+
+
+def _not_in_fast_tier(what: str) -> None:
+    if FAST:
+        pytest.fail(f"a fast test asked for {what}; mark it slow or give it its own small data")
 
 
 @pytest.fixture(scope="session")
@@ -34,16 +59,9 @@ def fashion():
     """The real Fashion-MNIST files as the pipeline loads them."""
     from pipeline.data import load_fashion_mnist
 
+    _not_in_fast_tier("the system dataset")
+
     return load_fashion_mnist()
-
-
-def quick_overrides(store: Path, *extra: str) -> list[str]:
-    """The quick profile on a temporary store, small enough for CI."""
-    return [
-        f"tracking.tracking_uri=sqlite:///{store}/mlflow.db",
-        f"tracking.checkpoint_dir={store}/checkpoints",
-        *extra,
-    ]
 
 
 @pytest.fixture(scope="session")
@@ -51,8 +69,9 @@ def sweep(session_dir):
     """One quick sweep of two models, promoted: shared by training, selection and service tests."""
     from pipeline.config import load_config
     from pipeline.selection import promote
-    from pipeline.train import train
+    from pipeline.sweep import train
 
+    _not_in_fast_tier("the session sweep")
     store = session_dir / "mlflow"
     store.mkdir()
     # LeNet trains one epoch more than the rest: its own recipe must reach its run.

@@ -1,4 +1,4 @@
-"""Batch augmentation in the training graph: what each transform does, on real images."""
+"""Batch augmentation in the training graph: what each transform does, on garment images."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from pipeline.augment import BatchAugment, build_augmenter, with_augmentation
 from pipeline.config import AugmentConfig
 from pipeline.data import DataSpec
 from pipeline.models import build_model
+from tests.helpers import garments
 
 OFF = {"flip": False, "translate": 0.0, "zoom": 0.0, "contrast": 0.0, "brightness": 0.0}
 
 
 @pytest.fixture(scope="module")
-def images(fashion) -> np.ndarray:
-    return fashion.x_test[:64].astype(np.float32)
+def images() -> np.ndarray:
+    return garments(64).astype(np.float32)
 
 
 def test_inference_passes_pixels_through_untouched(images):

@@ -92,6 +92,7 @@ def test_a_request_larger_than_the_batch_limit_is_split_and_reassembled(make):
     assert sum(model.batch_sizes) == 23
 
 
+@pytest.mark.slow  # 6 s of load first
 @pytest.mark.parametrize(
     "make",
     [

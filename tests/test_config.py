@@ -10,6 +10,7 @@ import pytest
 from pipeline import paths
 from pipeline.config import Config, load_config
 from pipeline.errors import ConfigError
+from tests.helpers import tool
 
 
 @pytest.mark.parametrize("profile", ["quick", "default", "full", "zoo"])
@@ -46,7 +47,7 @@ def test_overrides_are_typed_and_nested():
     assert config.train.learning_rate == 0.01
     assert config.models == ("lenet",)
     assert config.data.image_size == (32, 32)
-    assert config.for_model("lenet")["classic"] is True
+    assert config.for_model("lenet").classic is True
     assert config.augment.flip is False
 
 
@@ -106,7 +107,7 @@ def test_flat_has_every_dotted_key():
         (["train.epochs=three"], "config key 'train.epochs' must be of type int"),
         (["train.optimizer=rmsprop"], "config key 'train.optimizer' must be one of"),
         (["data.val_fraction=0.9"], "config key 'data.val_fraction' must be in (0, 0.5)"),
-        (["models=[lenet,resnet]"], "unknown model 'resnet'"),
+        (["models=[lenet,densenet]"], "unknown model 'densenet'"),
         (["model_options.vgg.depth=3"], "unknown config key 'model_options.vgg.depth'"),
         (["train.epochs"], "must look like key=value"),
         (["augment.zoom=2"], "config key 'augment.zoom' must be in [0, 1)"),
@@ -114,7 +115,7 @@ def test_flat_has_every_dotted_key():
         (["per_model.lenet.train.epochs=0"], "config key 'per_model.lenet.train.epochs' must"),
         (["per_model.lenet.train.epoch=3"], "did you mean 'per_model.lenet.train.epochs'?"),
         (["per_model.lenet.data.train_limit=9"], "per_model takes ('augment', 'train')"),
-        (["per_model.resnet.train.epochs=3"], "unknown model 'resnet'"),
+        (["per_model.densenet.train.epochs=3"], "unknown model 'densenet'"),
     ],
 )
 def test_bad_values_name_the_key(overrides, message):
@@ -133,11 +134,12 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(bad)
 
 
+@pytest.mark.slow  # a `pipeline` process of its own
 def test_cli_bad_config_stops_with_one_line_and_creates_nothing(tmp_path):
     store = tmp_path / "store"
     proc = subprocess.run(
         [
-            str(paths.PROJECT_ROOT / ".venv/bin/pipeline"),
+            tool("pipeline"),
             "train",
             "--config",
             str(paths.CONFIG_DIR / "quick.yaml"),
@@ -155,9 +157,10 @@ def test_cli_bad_config_stops_with_one_line_and_creates_nothing(tmp_path):
     assert not store.exists()
 
 
+@pytest.mark.slow  # a `pipeline` process of its own
 def test_cli_unknown_model_uri_is_one_line(tmp_path):
     proc = subprocess.run(
-        [str(paths.PROJECT_ROOT / ".venv/bin/pipeline"), "evaluate", "models:/nope@champion"],
+        [tool("pipeline"), "evaluate", "models:/nope@champion"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
         env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"},
     )  # fmt: skip
@@ -188,3 +191,26 @@ def test_a_full_disk_is_one_line_not_a_traceback(capsys):
     assert "\n" not in err
     with pytest.raises(PermissionError):
         write(errno.EACCES)
+
+
+@pytest.mark.parametrize("profile", ["quick", "default", "full", "zoo"])
+def test_a_logged_configuration_is_rebuilt_by_the_typed_loader(profile):
+    """What a logged model's metadata holds (`flat()`, through JSON) gives the same config
+    back, each model's own recipe too."""
+    import json
+
+    from pipeline.config import config_from_flat
+
+    config = load_config(paths.CONFIG_DIR / f"{profile}.yaml")
+    for name in config.models:
+        recipe = config.for_run(name)
+        recorded = json.loads(json.dumps(recipe.flat(), default=str))
+        assert config_from_flat(recorded) == recipe
+
+
+def test_a_recorded_configuration_with_a_bad_value_is_refused_like_a_file():
+    from pipeline.config import config_from_flat
+
+    flat = load_config(None).flat()
+    with pytest.raises(ConfigError, match="'train.batch_size' must be in"):
+        config_from_flat({**flat, "train.batch_size": 0})

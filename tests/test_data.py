@@ -15,7 +15,10 @@ from PIL import Image
 from pipeline import data, paths
 from pipeline.config import DataConfig
 from pipeline.errors import DatasetError
-from tests.conftest import FASHION_DIR
+from tests.helpers import FASHION_DIR
+
+#: Data tests: the real Fashion-MNIST files on disk, as the pipeline reads them.
+pytestmark = pytest.mark.dataset
 
 
 def test_real_fashion_mnist_idx(fashion):

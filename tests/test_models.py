@@ -9,17 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import paths
-from pipeline.data import DataSpec
 from pipeline.describe import describe, output_size, totals
 from pipeline.models import REGISTRY, build_model
+from tests.helpers import spec_for, tool
 
 SHAPES = [(28, 28, 1), (32, 32, 3)]
-
-
-def spec_for(shape, classes=10) -> DataSpec:
-    c = shape[-1]
-    return DataSpec("t", shape, tuple(str(i) for i in range(classes)), (0.3,) * c, (0.3,) * c)
 
 
 @pytest.fixture(scope="module")
@@ -33,24 +27,43 @@ def batch():
 
 @pytest.mark.parametrize("shape", SHAPES, ids=["28x28x1", "32x32x3"])
 @pytest.mark.parametrize("name", list(REGISTRY))
-def test_builds_learns_and_round_trips(name, shape, batch, tmp_path):
+def test_builds_and_round_trips(name, shape, batch, tmp_path):
+    """Every architecture takes both input shapes and saves and loads as a plain Keras model
+    (tests/test_training.py shows each one learns)."""
     keras.utils.set_random_seed(0)
-    model = build_model(name, spec_for(shape), dropout=0.0)
-    x, y = batch[shape]
-    logits = model(x, training=False)
+    model = build_model(name, spec_for(shape), dropout=0.0, width=0.25)
+    x, _ = batch[shape]
+    logits = keras.ops.convert_to_numpy(model(x, training=False))
     assert logits.shape == (8, 10)
-
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss_fn)
-    before = float(loss_fn(y, model(x, training=False)))
-    model.train_on_batch(x, y)
-    after = float(loss_fn(y, model(x, training=False)))
-    assert after < before
-
+    if shape != SHAPES[0]:
+        return  # saving does not depend on the input shape
     path = tmp_path / f"{name}.keras"
     model.save(path)
     restored = keras.saving.load_model(path, safe_mode=True)
-    np.testing.assert_array_equal(restored.predict(x, verbose=0), model.predict(x, verbose=0))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(restored(x, training=False)), logits)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("vgg", {"preset": "vgg16"}, "'model_options.vgg.preset' must be one of"),
+        ("vgg", {"blocks": [[0, 64]]}, "'model_options.vgg.blocks' must be"),
+        ("vgg", {"blocks": "wide"}, "'model_options.vgg.blocks' must have 2 items"),
+        ("alexnet", {"fc_units": 0}, "'model_options.alexnet.fc_units' must be in"),
+        ("lenet", {"classic": 3}, "'model_options.lenet.classic' must be of type bool"),
+        ("nin", {"width": 0}, "'model_options.nin.width' must be in"),
+        ("googlenet", {"stem": 3}, "unknown config key 'model_options.googlenet.stem'"),
+    ],
+)
+def test_model_options_are_typed_and_checked_when_the_config_loads(name, options, message):
+    from pipeline.config import load_config
+    from pipeline.errors import ConfigError
+
+    overrides = [f"models=[{name}]"] + [
+        f"model_options.{name}.{key}={value}" for key, value in options.items()
+    ]
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
 
 
 def test_lenet_parameter_count():
@@ -121,9 +134,10 @@ def test_output_size_formula_matches_keras(n, kernel, stride, padding):
     assert output_size(n, kernel, stride, padding) == expected
 
 
+@pytest.mark.slow  # a `pipeline` process of its own
 def test_cli_describe_prints_the_table():
     proc = subprocess.run(
-        [str(paths.PROJECT_ROOT / ".venv/bin/pipeline"), "describe", "lenet"],
+        [tool("pipeline"), "describe", "lenet"],
         capture_output=True,
         text=True,
         timeout=300,

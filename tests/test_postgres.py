@@ -15,14 +15,15 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bench.processes import free_port, wait_until_ready
 from pipeline import paths
+from pipeline.champion import ORDER_BY
 from pipeline.config import TrackingConfig
-from pipeline.selection import ORDER_BY, promote
+from pipeline.selection import promote
+from tests.helpers import free_port, tool, wait_until_ready
 
 pytestmark = pytest.mark.slow
-PIPELINE = str(paths.PROJECT_ROOT / ".venv/bin/pipeline")
-MLFLOW = str(paths.PROJECT_ROOT / ".venv/bin/mlflow")
+PIPELINE = tool("pipeline")
+MLFLOW = tool("mlflow")
 
 
 def _postgres_bin() -> Path:

@@ -1,4 +1,7 @@
-"""The decoding shared by folder datasets and the service, on real images of every format."""
+"""The decoding shared by folder datasets and the service, on image files of every format.
+
+The pixels are `tests.helpers.garments`, so these tests need no dataset on disk.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,11 @@ import pytest
 from PIL import Image
 
 from pipeline.preprocess import ImageDecodeError, ImageShape, decode_image, image_bytes_to_pixels
+from tests.helpers import garments
 
 GRAY = ImageShape(28, 28, 1)
+#: Six garment images; [k] is one as a 28 x 28 array.
+IMAGES = garments(6, seed=7)[..., 0]
 
 
 def encode(array: np.ndarray, fmt: str, mode: str | None = None) -> bytes:
@@ -32,21 +38,21 @@ FORMAT_MODES = [
 
 
 @pytest.mark.parametrize(("fmt", "mode"), FORMAT_MODES)
-def test_formats_and_modes(fashion, fmt, mode):
-    img = fashion.x_test[0, ..., 0]
+def test_formats_and_modes(fmt, mode):
+    img = IMAGES[0]
     pixels = image_bytes_to_pixels(encode(img, fmt, mode), GRAY)
     assert pixels.shape == (28, 28, 1) and pixels.dtype == np.uint8
     tolerance = 0 if fmt in ("PNG", "BMP") else 40
     assert np.abs(pixels[..., 0].astype(int) - img).mean() <= tolerance / 4
 
 
-def test_png_round_trip_is_exact(fashion):
-    img = fashion.x_test[5, ..., 0]
+def test_png_round_trip_is_exact():
+    img = IMAGES[5]
     assert np.array_equal(image_bytes_to_pixels(encode(img, "PNG"), GRAY)[..., 0], img)
 
 
-def test_any_size_is_resized(fashion):
-    big = np.asarray(Image.fromarray(fashion.x_test[0, ..., 0]).resize((300, 200)))
+def test_any_size_is_resized():
+    big = np.asarray(Image.fromarray(IMAGES[0]).resize((300, 200)))
     assert image_bytes_to_pixels(encode(big, "PNG"), GRAY).shape == (28, 28, 1)
     assert image_bytes_to_pixels(encode(big, "PNG"), ImageShape(32, 32, 3)).shape == (32, 32, 3)
 
@@ -66,11 +72,11 @@ def test_transparent_becomes_black():
         ("truncated", 400, "corrupt or truncated PNG"),
     ],
 )
-def test_bad_files(fashion, data, status, message):
+def test_bad_files(data, status, message):
     if data is None:
-        data = encode(fashion.x_test[0, ..., 0], "GIF")
+        data = encode(IMAGES[0], "GIF")
     elif data == "truncated":
-        data = encode(fashion.x_test[0, ..., 0], "PNG")[:120]
+        data = encode(IMAGES[0], "PNG")[:120]
     with pytest.raises(ImageDecodeError, match=message) as err:
         decode_image(data)
     assert err.value.status == status
@@ -94,10 +100,10 @@ def _save(image: Image.Image, fmt: str = "PNG", **params) -> bytes:
     return buffer.getvalue()
 
 
-def test_exif_orientation_is_applied(fashion):
+def test_exif_orientation_is_applied():
     """A camera stores a portrait photo sideways with Orientation 6 (turn 90 degrees clockwise
     to view); the pixels must be the upright image."""
-    upright = fashion.x_test[0, ..., 0]
+    upright = IMAGES[0]
     stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation
@@ -107,8 +113,8 @@ def test_exif_orientation_is_applied(fashion):
     assert not np.array_equal(without[..., 0], upright)  # the test image is not symmetric
 
 
-def test_sixteen_bit_grayscale_is_scaled_not_clipped(fashion):
-    img = fashion.x_test[0, ..., 0]
+def test_sixteen_bit_grayscale_is_scaled_not_clipped():
+    img = IMAGES[0]
     wide = img.astype(np.uint16) * 257  # the same picture in 16 bits: 255 -> 65535
     data = _save(Image.fromarray(wide))
     assert Image.open(io.BytesIO(data)).mode.startswith("I")
@@ -132,8 +138,8 @@ def test_a_transparent_colour_becomes_black_like_an_alpha_channel(mode, transpar
     assert (pixels[:, 14:] == 120).all()
 
 
-def test_camera_mpo_is_read_as_its_first_jpeg_frame(fashion):
-    img = fashion.x_test[0, ..., 0]
+def test_camera_mpo_is_read_as_its_first_jpeg_frame():
+    img = IMAGES[0]
     first, second = Image.fromarray(img), Image.fromarray(255 - img)
     data = _save(first, "MPO", save_all=True, append_images=[second], quality=95)
     assert Image.open(io.BytesIO(data)).format == "MPO"
@@ -158,10 +164,10 @@ def _png_from(chunks: list[tuple[bytes, bytes]]) -> bytes:
     return b"".join(out)
 
 
-def test_a_png_whose_pixel_data_ends_early_is_refused(fashion):
+def test_a_png_whose_pixel_data_ends_early_is_refused():
     """Every chunk intact (lengths, CRCs, IEND), but the compressed data holds only the first
     row: the other 27 rows would silently be black."""
-    data = _save(Image.fromarray(fashion.x_test[0, ..., 0]))
+    data = _save(Image.fromarray(IMAGES[0]))
     chunks = _png_chunks(data)
     raw = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
     short = zlib.compress(raw[: 1 + 28])  # filter byte + one row of 28 grey pixels

@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,12 +21,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from bench.faults import large_png
-from bench.processes import free_port, wait_until_ready
 from pipeline import paths
+from tests.helpers import SHARED_MODULES, free_port, large_png, tool, wait_until_ready
 
 pytestmark = pytest.mark.slow
-BENTOML = str(paths.PROJECT_ROOT / ".venv/bin/bentoml")
+BENTOML = tool("bentoml")
 TOKEN = "test-token-4f1c"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
@@ -154,6 +154,7 @@ def test_metadata_names_the_champion(client, sweep):
     assert info["class_names"][9] == "Ankle boot"
     assert info["test_accuracy"] == pytest.approx(sweep["promotion"].test_accuracy)
     assert info["precision"] == sweep["config"].train.precision == "float32"
+    assert 0 < info["test_macro_f1"] <= 1
 
 
 def test_classify_files_equals_the_local_model(client, test_images, local_probs):
@@ -600,7 +601,7 @@ def health_checks_during_flood(
     large images are decoded at once, and the statuses the images got."""
     from urllib.parse import urlsplit
 
-    from bench.health_probe import HealthProbe
+    from tests.health_probe import HealthProbe
 
     files = [("images", ("big.png", large_png(), "image/png"))]
     with (
@@ -797,7 +798,30 @@ def test_bento_and_dockerfile(bento):
     requirements = (path / "env" / "python" / "requirements.txt").read_text()
     assert "tensorflow==2.21.0" in requirements and "keras==3.15.1" in requirements
     assert project_modules_missing_from(path / "src", "serving/service.py") == set()
-    assert not (path / "src" / "pipeline" / "train.py").exists()  # serving ships no training code
+    # Serving ships no training code: of pipeline/, only the modules shared with training.
+    shipped = {str(p.relative_to(path / "src")) for p in (path / "src" / "pipeline").glob("*.py")}
+    assert shipped == SHARED_MODULES
+
+
+def test_the_bento_service_loads_without_mlflow_scikit_learn_or_training_modules(bento):
+    """The bento's own copy of the service, imported from its folder alone: what it loads."""
+    _, path = bento
+    probe = (
+        "import sys; import serving.service; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('mlflow', 'sklearn', 'pipeline', 'matplotlib')))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=path / "src",
+        env={**os.environ, "PYTHONPATH": str(path / "src")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = set(ast.literal_eval(proc.stdout.strip().splitlines()[-1]))
+    assert loaded == {"pipeline", "pipeline.model_card", "pipeline.preprocess", "pipeline.scoring"}
     manifest = yaml.safe_load((path / "bento.yaml").read_text())
     services = {s["name"]: s for s in manifest["services"]}
     assert services["cnn_classifier"]["models"][0]["tag"].startswith("cnn-classifier:")

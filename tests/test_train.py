@@ -16,17 +16,18 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from bench.processes import free_port, wait_until_ready
 from pipeline import paths, tracking
+from pipeline.champion import CHAMPION_ALIAS
 from pipeline.config import load_config
 from pipeline.evaluate import evaluate_uri
+from pipeline.model_card import ModelCard
 from pipeline.precision import model_precision
-from pipeline.selection import CHAMPION_ALIAS, promote
-from pipeline.train import train
-from tests.conftest import quick_overrides
+from pipeline.selection import promote
+from pipeline.sweep import train
+from tests.helpers import free_port, quick_overrides, tool, wait_until_ready
 
 pytestmark = pytest.mark.slow
-PIPELINE = str(paths.PROJECT_ROOT / ".venv/bin/pipeline")
+PIPELINE = tool("pipeline")
 
 RUN_ARTIFACTS = {
     "confusion_matrix.png",
@@ -221,9 +222,11 @@ def test_bento_model_predicts_like_the_keras_model(sweep, test_images):
     bento = bentoml.models.get(promotion.bento_tag)
     assert bento.info.labels["run_id"] == promotion.run_id
     assert bento.info.labels["dataset"] == "fashion_mnist"
-    meta = bento.info.metadata
-    assert meta["input_shape"] == [28, 28, 1] and len(meta["class_names"]) == 10
-    assert len(meta["mean"]) == 1 and meta["test_accuracy"] == promotion.test_accuracy
+    card = ModelCard.from_dict(bento.info.metadata)
+    assert card.input_shape == (28, 28, 1) and len(card.class_names) == 10
+    assert len(card.mean) == 1 and card.test_accuracy == promotion.test_accuracy
+    assert card.registry_version == promotion.version and card.run_id == promotion.run_id
+    assert card.precision == "float32" and card.architecture == promotion.model
     served = keras.saving.load_model(bento.path_of("model.keras"), safe_mode=True)
     model_uri = MlflowClient().get_run(promotion.run_id).data.tags["model_uri"]
     logged = mlflow.keras.load_model(model_uri)
@@ -264,10 +267,12 @@ def test_cli_package_puts_a_non_champion_run_in_the_bento_store(sweep, tmp_path)
         [*package, other.info.run_id], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr
-    stored = bentoml.models.get(proc.stdout.strip().splitlines()[-1])
-    assert stored.info.metadata["run_id"] == other.info.run_id
-    assert stored.info.metadata["model"] == other.data.tags["model"]
-    assert stored.info.metadata["registry_version"] == ""
+    card = ModelCard.from_dict(
+        bentoml.models.get(proc.stdout.strip().splitlines()[-1]).info.metadata
+    )
+    assert card.run_id == other.info.run_id
+    assert card.architecture == other.data.tags["model"]
+    assert card.registry_version == ""
     name = sweep["config"].tracking.registered_model
     champion = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
     assert champion.run_id == sweep["promotion"].run_id  # the registry is untouched
@@ -421,7 +426,7 @@ def test_a_tracking_server_works_by_configuration_alone(tmp_path):
     artifacts = tmp_path / "server-artifacts"
     server = subprocess.Popen(
         [
-            str(paths.PROJECT_ROOT / ".venv/bin/mlflow"),
+            tool("mlflow"),
             "server",
             "--host",
             "127.0.0.1",

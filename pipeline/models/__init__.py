@@ -1,14 +1,20 @@
-"""The model zoo: one plain dict from name to builder. Adding a model = one file + one line here."""
+"""The model zoo: one plain dict from name to module. Adding a model = one file + one line here.
+
+Each module has `Options`, a frozen dataclass of its hyperparameters (the shared `model`
+section's fields plus its own, each checked in `__post_init__`), and
+`build(x, num_classes, options) -> logits`. The configuration builds every model's `Options`
+when it loads, so a bad option stops the run before any data is read.
+"""
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
+import importlib
+from types import ModuleType
 from typing import Any
 
 from pipeline.errors import ConfigError
 
-#: name -> "module:function"; modules are imported on first use so config checks stay cheap.
+#: name -> module; modules are imported on first use.
 REGISTRY: dict[str, str] = {
     "lenet": "pipeline.models.lenet",
     "alexnet": "pipeline.models.alexnet",
@@ -18,41 +24,47 @@ REGISTRY: dict[str, str] = {
 }
 
 
-def get_builder(name: str) -> Callable[..., Any]:
-    """The `build(x, num_classes, **hyperparameters)` function of architecture `name`."""
+def _module(name: str) -> ModuleType:
     if name not in REGISTRY:
         raise ConfigError(f"unknown model '{name}'; choose from {', '.join(REGISTRY)}")
-    import importlib
-
-    return importlib.import_module(REGISTRY[name]).build
+    return importlib.import_module(REGISTRY[name])
 
 
-def check_model_options(name: str, options: dict[str, Any]) -> None:
-    """Reject unknown models and options before anything runs.
+def options_for(name: str, own: dict[str, Any] | None = None, shared=None):
+    """The typed, checked options of architecture `name`: the shared `model` section
+    (`shared`, a ModelConfig) overlaid with the model's own `model_options.<name>` values."""
+    import dataclasses
 
-    The builder (and with it Keras) is imported only when there are options to check, so
-    commands that merely load a config stay fast.
+    from pipeline.config import build_dataclass
+
+    cls = _module(name).Options
+    own = dict(own or {})
+    prefix = f"model_options.{name}."
+    base = dataclasses.asdict(shared) if shared is not None else {}
+    try:
+        return build_dataclass(cls, {**base, **own}, prefix)
+    except ConfigError as exc:  # a shared range check names `model.KEY`: name the own key
+        message = str(exc)
+        for key in own:
+            message = message.replace(f"config key 'model.{key}'", f"config key '{prefix}{key}'")
+        raise ConfigError(message) from None
+
+
+def build_model(name: str, spec, options=None, **values: Any):
+    """A Keras model taking pixels in [0, 255] of `spec.input_shape` and returning logits.
+
+    `options` is the architecture's `Options` (`Config.for_model`); without it, `values` are
+    checked into one (`build_model("vgg", spec, width=0.5)`).
     """
-    if name not in REGISTRY:
-        raise ConfigError(f"unknown model '{name}'; choose from {', '.join(REGISTRY)}")
-    if not options:
-        return
-    params = inspect.signature(get_builder(name)).parameters
-    known = [p for p in params if params[p].kind is inspect.Parameter.KEYWORD_ONLY]
-    for key in options:
-        if key not in known:
-            raise ConfigError(
-                f"unknown config key 'model_options.{name}.{key}'; {name} takes {known}"
-            )
-
-
-def build_model(name: str, spec, **hyperparameters: Any):
-    """A Keras model taking pixels in [0, 255] of `spec.input_shape` and returning logits."""
     import keras
 
     from pipeline.models.layers import stem
 
-    builder = get_builder(name)
+    module = _module(name)
+    if options is None:
+        options = options_for(name, values)
+    elif values:
+        raise TypeError("pass either options or keyword values, not both")
     inputs = keras.Input(shape=spec.input_shape, name="pixels")  # B, H, W, C
-    outputs = builder(stem(inputs, spec.mean, spec.std), spec.num_classes, **hyperparameters)
+    outputs = module.build(stem(inputs, spec.mean, spec.std), spec.num_classes, options)
     return keras.Model(inputs, outputs, name=name)

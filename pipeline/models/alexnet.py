@@ -6,25 +6,32 @@ stride 4 only on large inputs (>= 128 px) and 5x5 with stride 1 on small ones.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
 from keras import layers
 
+from pipeline.config import ModelConfig, check
 from pipeline.models.layers import conv, dense, logits, scaled
 
 
-def build(
-    x: keras.KerasTensor,
-    num_classes: int,
-    *,
-    dropout: float = 0.5,
-    width: float = 1.0,
-    batch_norm: bool = False,
-    activation: str = "relu",
-    fc_units: int = 4096,
-) -> keras.KerasTensor:
+@dataclass(frozen=True)
+class Options(ModelConfig):
+    #: Units of each of the two FC layers, before `width` scales them.
+    fc_units: int = 4096
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(
+            1 <= self.fc_units <= 65_536, "model_options.alexnet.fc_units", "must be in [1, 65536]"
+        )
+
+
+def build(x: keras.KerasTensor, num_classes: int, options: Options) -> keras.KerasTensor:
     """Channels 96-256-384-384-256 (times width) and two FC layers of `fc_units` with dropout."""
+    width, dropout, fc_units = options.width, options.dropout, options.fc_units
     big = min(x.shape[1], x.shape[2]) >= 128
-    kw = {"activation": activation, "batch_norm": batch_norm}
+    kw = {"activation": options.activation, "batch_norm": options.batch_norm}
     x = conv(x, scaled(96, width), 11 if big else 5, strides=4 if big else 1, **kw, name="conv1")
     x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)  # (H-3)/2+1
     x = conv(x, scaled(256, width), 5, **kw, name="conv2")

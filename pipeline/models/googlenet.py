@@ -6,10 +6,21 @@ On small inputs (< 64 px) the stem is a stride-1 3x3 convolution without its max
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
 from keras import layers
 
+from pipeline.config import ModelConfig
 from pipeline.models.layers import conv, logits, scaled
+
+
+@dataclass(frozen=True)
+class Options(ModelConfig):
+    """GoogLeNet has no options of its own; its paper's dropout before the classifier is 0.4."""
+
+    dropout: float = 0.4
+
 
 #: Per block: 1x1, (1x1 reduce, 3x3), (1x1 reduce, 5x5), pool-projection channels.
 STAGE3 = ((64, (96, 128), (16, 32), 32), (128, (128, 192), (32, 96), 64))
@@ -48,17 +59,10 @@ def inception(
     return layers.Concatenate(name=f"{name}_concat")([p1, p2, p3, p4])  # B, H, W, c1+c2+c3+c4
 
 
-def build(
-    x: keras.KerasTensor,
-    num_classes: int,
-    *,
-    dropout: float = 0.4,
-    width: float = 1.0,
-    batch_norm: bool = False,
-    activation: str = "relu",
-) -> keras.KerasTensor:
+def build(x: keras.KerasTensor, num_classes: int, options: Options) -> keras.KerasTensor:
     """The GoogLeNet stages b1-b5 of the paper, every channel count times `width`."""
-    kw = {"activation": activation, "batch_norm": batch_norm}
+    width, dropout = options.width, options.dropout
+    kw = {"activation": options.activation, "batch_norm": options.batch_norm}
     small = min(x.shape[1], x.shape[2]) < 64
     if small:
         x = conv(x, scaled(64, width), 3, **kw, name="stem_conv")

@@ -11,6 +11,10 @@ def scaled(units: int, width: float) -> int:
     return max(4, round(units * width))
 
 
+#: What `stem` does, in words, for the model card.
+NORMALISATION = "pixels/255, then (x - mean) / std per channel, inside the model"
+
+
 def stem(inputs: keras.KerasTensor, mean, std) -> keras.KerasTensor:
     """Scale uint8-range pixels to [0, 1] and normalise per channel, inside the model.
 

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
 from keras import layers
 
+from pipeline.config import ModelConfig
 from pipeline.models.layers import conv, dense, logits, scaled
 
 
-def build(
-    x: keras.KerasTensor,
-    num_classes: int,
-    *,
-    dropout: float = 0.5,
-    width: float = 1.0,
-    batch_norm: bool = False,
-    activation: str = "relu",
-    classic: bool = False,
-) -> keras.KerasTensor:
+@dataclass(frozen=True)
+class Options(ModelConfig):
+    #: Sigmoid activations and average pooling, as in the paper.
+    classic: bool = False
+
+
+def build(x: keras.KerasTensor, num_classes: int, options: Options) -> keras.KerasTensor:
     """ReLU and max pooling by default; `classic` restores sigmoid and average pooling."""
-    act = "sigmoid" if classic else activation
-    pool = layers.AveragePooling2D if classic else layers.MaxPooling2D
+    width, batch_norm, dropout = options.width, options.batch_norm, options.dropout
+    act = "sigmoid" if options.classic else options.activation
+    pool = layers.AveragePooling2D if options.classic else layers.MaxPooling2D
     x = conv(x, scaled(6, width), 5, activation=act, batch_norm=batch_norm, name="conv1")
     x = pool(2, name="pool1")(x)  # H/2, W/2, 6
     x = conv(

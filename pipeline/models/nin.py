@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
 from keras import layers
 
+from pipeline.config import ModelConfig
 from pipeline.models.layers import conv, scaled
+
+
+@dataclass(frozen=True)
+class Options(ModelConfig):
+    """NiN has no options of its own."""
 
 
 def nin_block(
@@ -25,18 +33,11 @@ def nin_block(
     return conv(x, filters, 1, **kw, name=f"{name}_mlp2")
 
 
-def build(
-    x: keras.KerasTensor,
-    num_classes: int,
-    *,
-    dropout: float = 0.5,
-    width: float = 1.0,
-    batch_norm: bool = False,
-    activation: str = "relu",
-) -> keras.KerasTensor:
+def build(x: keras.KerasTensor, num_classes: int, options: Options) -> keras.KerasTensor:
     """Blocks of 96-256-384 channels with 3x3/2 pools, dropout, a class-wide block, then GAP."""
+    width, dropout = options.width, options.dropout
     big = min(x.shape[1], x.shape[2]) >= 128
-    kw = {"activation": activation, "batch_norm": batch_norm}
+    kw = {"activation": options.activation, "batch_norm": options.batch_norm}
     x = nin_block(x, scaled(96, width), 11 if big else 5, 4 if big else 1, **kw, name="nin1")
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
     x = nin_block(x, scaled(256, width), 5, 1, **kw, name="nin2")

@@ -5,10 +5,12 @@ Pools use 'same' padding so the five VGG-11 stages fit a 28x28 input (28-14-7-4-
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
 from keras import layers
 
-from pipeline.errors import ConfigError
+from pipeline.config import ModelConfig, check
 from pipeline.models.layers import conv, dense, logits, scaled
 
 #: (convolutions, channels) per block, and the FC head's widths.
@@ -16,6 +18,32 @@ PRESETS: dict[str, tuple[tuple[tuple[int, int], ...], tuple[int, ...]]] = {
     "vgg11": (((1, 64), (1, 128), (2, 256), (2, 512), (2, 512)), (4096, 4096)),
     "small": (((1, 32), (1, 64), (2, 128)), (256, 256)),
 }
+
+
+@dataclass(frozen=True)
+class Options(ModelConfig):
+    #: A named layout of PRESETS; `blocks` and `fc_units` replace its parts.
+    preset: str = "small"
+    #: (convolutions, channels) per block, e.g. [[1, 64], [2, 128]].
+    blocks: tuple[tuple[int, int], ...] | None = None
+    fc_units: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.preset in PRESETS, "model_options.vgg.preset", f"must be one of {list(PRESETS)}")
+        if self.blocks is not None:
+            check(
+                len(self.blocks) >= 1 and all(c >= 1 and f >= 1 for c, f in self.blocks),
+                "model_options.vgg.blocks",
+                "must be a non-empty list of [convolutions, channels], each at least 1",
+            )
+        if self.fc_units is not None:
+            check(all(u >= 1 for u in self.fc_units), "model_options.vgg.fc_units", "must be >= 1")
+
+    def layout(self) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
+        """The blocks and FC widths this model is built with."""
+        preset_blocks, preset_fc = PRESETS[self.preset]
+        return self.blocks or preset_blocks, self.fc_units or preset_fc
 
 
 def vgg_block(
@@ -35,23 +63,11 @@ def vgg_block(
     return layers.MaxPooling2D(2, padding="same", name=f"{name}_pool")(x)  # ceil(H/2)
 
 
-def build(
-    x: keras.KerasTensor,
-    num_classes: int,
-    *,
-    dropout: float = 0.5,
-    width: float = 1.0,
-    batch_norm: bool = False,
-    activation: str = "relu",
-    preset: str = "small",
-    blocks: list | None = None,
-    fc_units: list | None = None,
-) -> keras.KerasTensor:
+def build(x: keras.KerasTensor, num_classes: int, options: Options) -> keras.KerasTensor:
     """A preset (`small`, `vgg11`) or explicit `blocks` [[convs, channels], ...] and `fc_units`."""
-    if preset not in PRESETS:
-        raise ConfigError(f"config key 'model_options.vgg.preset' must be one of {list(PRESETS)}")
-    preset_blocks, preset_fc = PRESETS[preset]
-    for i, (convs, filters) in enumerate(blocks or preset_blocks):
+    width, batch_norm, activation = options.width, options.batch_norm, options.activation
+    blocks, fc_units = options.layout()
+    for i, (convs, filters) in enumerate(blocks):
         x = vgg_block(
             x,
             int(convs),
@@ -61,12 +77,12 @@ def build(
             name=f"block{i + 1}",
         )
     x = layers.Flatten(name="flatten")(x)
-    for i, units in enumerate(fc_units or preset_fc):
+    for i, units in enumerate(fc_units):
         x = dense(
             x,
             scaled(int(units), width),
             activation=activation,
-            dropout=dropout,
+            dropout=options.dropout,
             batch_norm=batch_norm,
             name=f"fc{i + 1}",
         )

@@ -1,4 +1,5 @@
-"""`make results`: docs/RESULTS.md from the MLflow runs, beside the published accuracies.
+"""`pipeline results` (`make results`): docs/RESULTS.md from the MLflow runs, beside the
+published accuracies.
 
 Only runs trained on the whole training set and evaluated on the whole test set count. Per
 architecture the run shown is the one the champion rule would pick (best validation accuracy,
@@ -8,17 +9,17 @@ then fewer parameters).
 from __future__ import annotations
 
 import datetime
-import os
 import shutil
 import tempfile
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from pathlib import Path
 
 import pandas as pd
 
 from pipeline import paths, tracking
+from pipeline.champion import CHAMPION_ALIAS, rank_runs
 from pipeline.config import AugmentConfig, TrackingConfig
-from pipeline.selection import CHAMPION_ALIAS
+from pipeline.errors import PipelineError
+from pipeline.model_card import CONFUSION_MATRIX_FILE
 
 #: Fashion-MNIST test accuracy published for the same architectures, and the project's target
 #: for each (issue 12: the zoo profile on a 2-core CPU).
@@ -62,10 +63,8 @@ def precision_of(runs: pd.DataFrame) -> pd.Series:
 
 
 def best_per_model(runs: pd.DataFrame) -> pd.DataFrame:
-    ordered = runs.sort_values(
-        ["metrics.best_val_accuracy", "metrics.model_params"], ascending=[False, True]
-    )
-    return ordered.groupby("tags.model", sort=False).head(1)
+    """Per architecture, the run the champion rule ranks first."""
+    return rank_runs(runs).groupby("tags.model", sort=False).head(1)
 
 
 def _param(run: pd.Series, key: str, model: str | None = None):
@@ -167,24 +166,27 @@ def table(best: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def main() -> None:
+def write_results(config: TrackingConfig, docs: Path = paths.DOCS_DIR) -> Path:
+    """Write `docs/RESULTS.md` and the champion's confusion matrix beside it; returns the path."""
     import mlflow
 
-    config = TrackingConfig()
     experiment_id = tracking.setup(config)
     runs = full_data_runs(experiment_id)
     if runs.empty:
-        raise SystemExit("no full-data runs yet: run `make train` first")
+        raise PipelineError(
+            f"no runs on all of Fashion-MNIST in experiment '{config.experiment}' yet: "
+            "run `make train PROFILE=zoo` first"
+        )
     results = table(best_per_model(runs))
 
     client = tracking.client()
     champion = client.get_model_version_by_alias(config.registered_model, CHAMPION_ALIAS)
     champion_run = client.get_run(champion.run_id)
-    paths.DOCS_DIR.mkdir(exist_ok=True)
-    image = paths.DOCS_DIR / "champion_confusion_matrix.png"
+    docs.mkdir(exist_ok=True)
+    image = docs / "champion_confusion_matrix.png"
     with tempfile.TemporaryDirectory() as tmp:
         downloaded = mlflow.artifacts.download_artifacts(
-            run_id=champion.run_id, artifact_path="confusion_matrix.png", dst_path=tmp
+            run_id=champion.run_id, artifact_path=CONFUSION_MATRIX_FILE, dst_path=tmp
         )
         shutil.copy(downloaded, image)
     champion_accuracy = champion_run.data.metrics["test_accuracy"]
@@ -210,9 +212,6 @@ Champion: **{champion_run.data.tags["model"]}**, `{config.registered_model}` ver
 ## Every sweep on all the data, model by model
 
 {sweep_sections(runs)}"""
-    (paths.DOCS_DIR / "RESULTS.md").write_text(text)
-    print(f"wrote {paths.DOCS_DIR / 'RESULTS.md'}")
-
-
-if __name__ == "__main__":
-    main()
+    out = docs / "RESULTS.md"
+    out.write_text(text)
+    return out

@@ -1,6 +1,6 @@
 """Time `/livez` and `/readyz` from a process of its own, as an orchestrator's probes would:
 each probe a new connection, one every 10 ms, the two paths in turn. `python -m
-bench.health_probe PORT SECONDS` prints each probe's latency in ms on a line of its own (or
+tests.health_probe PORT SECONDS` prints each probe's latency in ms on a line of its own (or
 `error: ...`) until the time is up or it is stopped.
 
 A process of its own, because a probe in the process that also sends the load measures that
@@ -57,7 +57,7 @@ class HealthProbe:
     `errors` hold what it saw."""
 
     def __init__(self, port: int, max_seconds: float = 600) -> None:
-        self.command = [sys.executable, "-m", "bench.health_probe", str(port), str(max_seconds)]
+        self.command = [sys.executable, "-m", "tests.health_probe", str(port), str(max_seconds)]
         self.latencies_ms: list[float] = []
         self.errors: list[str] = []
 

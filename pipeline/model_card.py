@@ -1,0 +1,101 @@
+"""The model card: everything training hands serving about a packaged model, typed.
+
+Packaging (pipeline/selection.py) writes it as the BentoML model's metadata; the service
+(serving/service.py) reads it back with `ModelCard.from_dict`. Standard library only, so the
+served bento needs no training module to read it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+#: Files of a run that packaging copies beside the served model, for the demo page.
+CONFUSION_MATRIX_FILE = "confusion_matrix.png"
+#: A folder of held-out images, one `NN.png` per class index.
+EXAMPLES_DIR = "examples"
+SHIPPED_ARTIFACTS = (CONFUSION_MATRIX_FILE, EXAMPLES_DIR)
+
+
+class ModelCardError(ValueError):
+    """A model's metadata is not a model card of this version (packaged by older code?)."""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    #: Zoo architecture name (lenet, vgg, ...).
+    architecture: str
+    #: Dataset name, as the data step reports it (`fashion_mnist`, `folder:/path`, ...).
+    dataset: str
+    class_names: tuple[str, ...]
+    #: Height, width, channels of the pixels the model takes, values 0-255.
+    input_shape: tuple[int, int, int]
+    #: Per-channel mean and standard deviation the model's own stem normalises with.
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    #: In words: what the model does to pixels before its first layer.
+    normalisation: str
+    #: The Keras dtype policy the model computes in, as trained and evaluated.
+    precision: str
+    #: The MLflow run the model comes from, and its registry entry ("" and "" when none).
+    run_id: str
+    registered_model: str
+    registry_version: str
+    #: Held-out test metrics recorded by that run.
+    test_accuracy: float
+    test_macro_f1: float
+
+    def __post_init__(self) -> None:
+        if len(self.input_shape) != 3 or not all(v > 0 for v in self.input_shape):
+            raise ModelCardError(f"input_shape must be (height, width, channels): {self}")
+        channels = self.input_shape[2]
+        if len(self.mean) != channels or len(self.std) != channels:
+            raise ModelCardError(f"mean and std need {channels} values each")
+        if len(self.class_names) < 2:
+            raise ModelCardError("a classifier needs at least 2 class names")
+        for key in ("test_accuracy", "test_macro_f1"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise ModelCardError(f"{key} must be in [0, 1], got {value}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values (tuples as lists), as stored in the BentoML model's metadata."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        """The card stored by `to_dict`; a missing or mistyped field raises ModelCardError."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        missing = sorted(set(fields) - set(data))
+        if missing:
+            raise ModelCardError(
+                f"model metadata lacks {', '.join(missing)}; package the run again with "
+                "`pipeline package` or `pipeline promote`"
+            )
+        try:
+            values = {
+                "architecture": str(data["architecture"]),
+                "dataset": str(data["dataset"]),
+                "class_names": tuple(str(c) for c in data["class_names"]),
+                "input_shape": tuple(int(v) for v in data["input_shape"]),
+                "mean": tuple(float(v) for v in data["mean"]),
+                "std": tuple(float(v) for v in data["std"]),
+                "normalisation": str(data["normalisation"]),
+                "precision": str(data["precision"]),
+                "run_id": str(data["run_id"]),
+                "registered_model": str(data["registered_model"]),
+                "registry_version": str(data["registry_version"]),
+                "test_accuracy": float(data["test_accuracy"]),
+                "test_macro_f1": float(data["test_macro_f1"]),
+            }
+        except (TypeError, ValueError) as exc:
+            raise ModelCardError(f"model metadata is not a model card: {exc}") from None
+        return cls(**values)

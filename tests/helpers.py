@@ -1,0 +1,98 @@
+"""Helpers the tests share (and the benchmarks reuse): loopback servers, tools, small inputs."""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from pipeline import paths
+from pipeline.data import DataSpec
+
+#: The only project modules a bento holds besides serving/ (bentofile.yaml): those serving
+#: shares with training, which import no training code.
+SHARED_MODULES = frozenset(
+    {
+        "pipeline/__init__.py",
+        "pipeline/model_card.py",
+        "pipeline/preprocess.py",
+        "pipeline/scoring.py",
+    }
+)
+#: Where Debian's dataset-fashion-mnist puts the real IDX files.
+FASHION_DIR = paths.SYSTEM_DATASETS / "fashion-mnist"
+
+
+def tool(name: str) -> str:
+    """A console script of this environment (`pipeline`, `bentoml`, `mlflow`)."""
+    return str(paths.BIN_DIR / name)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_ready(url: str, proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Poll `url` until it answers 200; False if the process exits or the time runs out."""
+    deadline = time.time() + timeout_s
+    while proc.poll() is None and time.time() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    return False
+
+
+def quick_overrides(store: Path, *extra: str) -> list[str]:
+    """The quick profile on a temporary store, small enough for CI."""
+    return [
+        f"tracking.tracking_uri=sqlite:///{store}/mlflow.db",
+        f"tracking.checkpoint_dir={store}/checkpoints",
+        *extra,
+    ]
+
+
+def spec_for(shape, classes: int = 10) -> DataSpec:
+    """A data spec of any input shape, for building models without a dataset."""
+    c = shape[-1]
+    return DataSpec("t", shape, tuple(str(i) for i in range(classes)), (0.3,) * c, (0.3,) * c)
+
+
+def large_png() -> bytes:
+    """A 1990 x 1990 RGBA PNG (4 megapixels) that compresses to a few kB: cheap to send,
+    about 0.1 s to decode here."""
+    image = Image.new("RGBA", (1990, 1990), (90, 90, 90, 255))
+    image.paste((200, 200, 200, 128), (500, 500, 1500, 1500))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def garments(count: int, seed: int = 0) -> np.ndarray:
+    """`count` 28x28 grayscale images (N, 28, 28, 1, uint8) of a textured garment-like shape
+    with one sleeve, placed off-centre on black: structure for decoding and augmentation tests
+    that need no dataset on disk. No two are alike and none is left-right symmetric."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((count, 28, 28, 1), np.uint8)
+    for i in range(count):
+        top, left = (int(v) for v in rng.integers(2, 9, 2))
+        height, width = (int(v) for v in rng.integers(10, 17, 2))
+        shade = float(rng.integers(110, 220))
+        image = np.zeros((28, 28), np.float32)
+        image[top : top + height, left : left + width] = shade
+        sleeve = int(rng.integers(3, 7))
+        image[top : top + 4, left + width : left + width + sleeve] = shade * 0.7
+        image += rng.normal(0.0, 14.0, image.shape).astype(np.float32) * (image > 0)
+        out[i, ..., 0] = np.clip(image, 0, 255).astype(np.uint8)
+    return out
