@@ -89,7 +89,9 @@ def data_info(
 @app.command()
 @one_line_errors
 def describe(
-    model: Annotated[str, typer.Argument(help="Architecture: lenet, alexnet, vgg, nin, googlenet")],
+    model: Annotated[
+        str, typer.Argument(help="Architecture: lenet, alexnet, vgg, nin, googlenet, resnet")
+    ],
     dataset: Annotated[str, typer.Option(help="Take the input shape of this dataset")] = (
         "fashion_mnist"
     ),

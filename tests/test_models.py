@@ -256,3 +256,22 @@ def test_maxpool_and_its_backward_mask_match_numpy(size, stride):
     ref, mask = np_maxpool(x, size, stride)
     np.testing.assert_array_equal(y.numpy(), ref)
     np.testing.assert_array_equal(grad, mask)
+
+
+@pytest.mark.parametrize(("blocks", "depth"), [(3, 20), (1, 8)])
+def test_resnet_is_the_papers_small_image_network(blocks, depth):
+    """He et al. 2015, section 4.2: 6n + 2 weighted layers, three stages at 28, 14 and 7 px,
+    each block adding its input back, projections where the shape changes, then GAP."""
+    model = build_model("resnet", spec_for((28, 28, 1)), blocks=blocks)
+    convs = [c for c in model.layers if isinstance(c, keras.layers.Conv2D)]
+    projections = [c for c in convs if c.name.endswith("_project")]
+    dense = [d for d in model.layers if isinstance(d, keras.layers.Dense)]
+    assert len(convs) - len(projections) + len(dense) == depth
+    assert len(projections) == 2 and all(p.kernel_size == (1, 1) for p in projections)
+    adds = [a for a in model.layers if isinstance(a, keras.layers.Add)]
+    assert len(adds) == 3 * blocks
+    assert [a.output.shape[1:] for a in adds[::blocks]] == [(28, 28, 16), (14, 14, 32), (7, 7, 64)]
+    assert any(isinstance(layer, keras.layers.GlobalAveragePooling2D) for layer in model.layers)
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == (
+        len(convs)
+    )

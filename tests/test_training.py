@@ -25,6 +25,7 @@ SMALL = {
     "vgg": {"width": 0.5},
     "nin": {"width": 0.125},
     "googlenet": {"width": 0.125},
+    "resnet": {"blocks": 1},
 }
 
 

@@ -21,6 +21,7 @@ REGISTRY: dict[str, str] = {
     "vgg": "pipeline.models.vgg",
     "nin": "pipeline.models.nin",
     "googlenet": "pipeline.models.googlenet",
+    "resnet": "pipeline.models.resnet",
 }
 
 
