@@ -29,6 +29,8 @@ PUBLISHED = {
     "vgg": ("0.920 (D2L); VGG16 0.935 (FMNIST benchmark)", 0.940),
     "nin": ("0.772 (D2L)", 0.925),
     "googlenet": ("0.886 (D2L); 0.937 (FMNIST benchmark)", 0.935),
+    # The stretch: a residual network that lifts the champion to 0.950.
+    "resnet": ("ResNet-18 0.949 (FMNIST benchmark)", 0.950),
 }
 CHAMPION_TARGET = 0.945
 

@@ -1,0 +1,53 @@
+"""`pipeline results`: docs/RESULTS.md written from real runs on all of Fashion-MNIST."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import paths
+from pipeline.config import load_config
+from pipeline.errors import PipelineError
+from pipeline.results import write_results
+from tests.helpers import quick_overrides
+
+pytestmark = [pytest.mark.slow, pytest.mark.dataset]
+
+
+def test_the_report_refuses_runs_on_slices_with_one_line(sweep, tmp_path):
+    """The quick sweep trains on 1,800 images: nothing there counts as a result."""
+    with pytest.raises(PipelineError, match="no runs on all of Fashion-MNIST") as err:
+        write_results(sweep["config"].tracking, docs=tmp_path)
+    assert "\n" not in str(err.value) and not (tmp_path / "RESULTS.md").exists()
+
+
+def test_the_report_is_written_from_a_run_on_all_the_data(tmp_path):
+    """One epoch of LeNet on all 54,000 training images, promoted, then the report."""
+    from pipeline.selection import promote
+    from pipeline.sweep import train
+
+    store = tmp_path / "store"
+    config = load_config(
+        paths.CONFIG_DIR / "quick.yaml",
+        quick_overrides(
+            store,
+            "models=[lenet]",
+            "data.train_limit=null",
+            "data.test_limit=null",
+            "train.epochs=1",
+            "tracking.experiment=results-test",
+        ),
+    )
+    sweep = train(config)
+    promote(config.tracking, sweep.parent_run_id)
+    (run,) = sweep.runs
+
+    out = write_results(config.tracking, docs=tmp_path / "docs")
+    text = out.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| lenet"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert float(cells[1]) == pytest.approx(run.test_accuracy, abs=5e-5)  # test accuracy
+    assert run.run_id in row and "0.915" in row  # the run and LeNet's target
+    assert f"Champion: **lenet**, `{config.tracking.registered_model}` version\n1" in text
+    assert "### Sweep `sweep-lenet`" in text and sweep.parent_run_id in text
+    png = (tmp_path / "docs" / "champion_confusion_matrix.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
