@@ -35,6 +35,9 @@ def test_the_report_is_written_from_a_run_on_all_the_data(tmp_path):
             "data.test_limit=null",
             "train.epochs=1",
             "tracking.experiment=results-test",
+            # Its own name: promoting into the session's BentoML store under the shared
+            # name would make this LeNet the `latest` that the service tests serve.
+            "tracking.registered_model=cnn-results-test",
         ),
     )
     sweep = train(config)
