@@ -89,3 +89,35 @@ def test_top_k_is_largest_first_and_breaks_ties_by_class_index():
     probs = np.array([[0.1, 0.6, 0.3], [0.4, 0.2, 0.4]])
     assert top_k(probs, 2).tolist() == [[1, 2], [0, 2]]
     assert top_k(probs, 1).tolist() == [[1], [0]]
+
+
+def test_an_evaluation_writes_every_file_a_run_logs(tmp_path):
+    """The folder a tracked run logs: report files, curves, the mistakes grid, filters,
+    feature maps and one example image per class, from a model and held-out images alone."""
+    from PIL import Image
+
+    from pipeline.evaluation_artifacts import write_evaluation
+    from pipeline.models import build_model
+    from tests.helpers import garments, spec_for
+
+    spec = spec_for((28, 28, 1), classes=3)
+    images, labels = garments(12), np.arange(12) % 3
+    model = build_model("lenet", spec)
+    history = {"loss": [1.0, 0.8], "accuracy": [0.5, 0.6], "val_loss": [1.1, 0.9]}
+    result = write_evaluation(model, spec, images, labels, history, tmp_path)
+    written = {p.name for p in tmp_path.iterdir()}
+    assert written >= {
+        "confusion_matrix.png",
+        "confusion_matrix.csv",
+        "per_class_report.csv",
+        "training_curves.png",
+        "misclassified.png",
+        "first_layer_filters.png",
+        "feature_maps.png",
+        "examples",
+    }
+    assert result.confusion.sum() == 12
+    examples = sorted(p.name for p in (tmp_path / "examples").iterdir())
+    assert examples == ["00.png", "01.png", "02.png"]
+    first = np.asarray(Image.open(tmp_path / "examples" / "01.png"))
+    np.testing.assert_array_equal(first, images[1, ..., 0])  # the first test image of class 1
