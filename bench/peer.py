@@ -17,6 +17,7 @@ from pathlib import Path
 from bench.processes import ServerProcess
 from bench.serving import Body, Server, load, request_bodies, workdir
 from pipeline import paths
+from pipeline.model_card import ModelCard
 
 CONCURRENCY = (1, 8, 32)
 REPEATS = 3
@@ -63,8 +64,8 @@ def run(model_tag: str) -> list[dict]:
     from pipeline import tracking
     from pipeline.config import TrackingConfig
 
-    meta = bentoml.models.get(model_tag).info.metadata
-    model_uri = f"models:/{meta['registered_model']}/{meta['registry_version']}"
+    card = ModelCard.from_dict(bentoml.models.get(model_tag).info.metadata)
+    model_uri = f"models:/{card.registered_model}/{card.registry_version}"
     work = workdir()
     ours = request_bodies(work)
     theirs = _mlflow_bodies(work, ours)

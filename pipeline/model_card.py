@@ -73,29 +73,25 @@ class ModelCard:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelCard:
         """The card stored by `to_dict`; a missing or mistyped field raises ModelCardError."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        missing = sorted(set(fields) - set(data))
+        fields = dataclasses.fields(cls)
+        missing = sorted(f.name for f in fields if f.name not in data)
         if missing:
             raise ModelCardError(
                 f"model metadata lacks {', '.join(missing)}; package the run again with "
                 "`pipeline package` or `pipeline promote`"
             )
         try:
-            values = {
-                "architecture": str(data["architecture"]),
-                "dataset": str(data["dataset"]),
-                "class_names": tuple(str(c) for c in data["class_names"]),
-                "input_shape": tuple(int(v) for v in data["input_shape"]),
-                "mean": tuple(float(v) for v in data["mean"]),
-                "std": tuple(float(v) for v in data["std"]),
-                "normalisation": str(data["normalisation"]),
-                "precision": str(data["precision"]),
-                "run_id": str(data["run_id"]),
-                "registered_model": str(data["registered_model"]),
-                "registry_version": str(data["registry_version"]),
-                "test_accuracy": float(data["test_accuracy"]),
-                "test_macro_f1": float(data["test_macro_f1"]),
-            }
+            values = {f.name: _CONVERT[f.type](data[f.name]) for f in fields}
         except (TypeError, ValueError) as exc:
             raise ModelCardError(f"model metadata is not a model card: {exc}") from None
         return cls(**values)
+
+
+#: How a stored (JSON) value becomes each field's type, by the field's annotation.
+_CONVERT = {
+    "str": str,
+    "float": float,
+    "tuple[str, ...]": lambda v: tuple(str(x) for x in v),
+    "tuple[float, ...]": lambda v: tuple(float(x) for x in v),
+    "tuple[int, int, int]": lambda v: tuple(int(x) for x in v),
+}

@@ -20,7 +20,7 @@ from pipeline import tracking
 from pipeline.champion import CHAMPION_ALIAS, ORDER_BY
 from pipeline.config import TrackingConfig, redact_uri
 from pipeline.errors import PipelineError
-from pipeline.model_card import SHIPPED_ARTIFACTS, ModelCard
+from pipeline.model_card import SHIPPED_ARTIFACTS, ModelCard, ModelCardError
 from pipeline.models.layers import NORMALISATION
 from pipeline.precision import model_precision
 
@@ -233,15 +233,14 @@ def champion_mismatch(config: TrackingConfig) -> str | None:
         served = bentoml.models.get(f"{name}:latest")
     except bentoml.exceptions.NotFound:
         return f"the registry's champion is {name} v{champion.version}; the BentoML store has none"
-    meta = served.info.metadata
-    if (str(meta.get("registry_version")), meta.get("run_id")) != (
-        str(champion.version),
-        champion.run_id,
-    ):
+    try:
+        card = ModelCard.from_dict(served.info.metadata)
+    except ModelCardError as exc:
+        return f"BentoML's {served.tag} is not a model card of this version ({exc})"
+    if (card.registry_version, card.run_id) != (str(champion.version), champion.run_id):
         return (
             f"the registry's champion is {name} v{champion.version} (run {champion.run_id}) "
-            f"but BentoML's {served.tag} is v{meta.get('registry_version')} "
-            f"(run {meta.get('run_id')})"
+            f"but BentoML's {served.tag} is v{card.registry_version} (run {card.run_id})"
         )
     return None
 

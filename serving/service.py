@@ -8,6 +8,7 @@ serving/batching.py for why the model is not a second service.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from http import HTTPStatus
@@ -112,8 +113,14 @@ def _model_file(name: str) -> Path:
     return Path(Classifier.inner.bento_model.stored.path_of(name))
 
 
+@functools.cache
+def _card() -> ModelCard:
+    """The served model's card, read once from its BentoML metadata."""
+    return ModelCard.from_dict(Classifier.inner.bento_model.stored.info.metadata)
+
+
 def _class_names() -> list[str]:
-    return list(ModelCard.from_dict(Classifier.inner.bento_model.stored.info.metadata).class_names)
+    return list(_card().class_names)
 
 
 def _batcher(predict):
@@ -153,7 +160,7 @@ class Classifier:
             self.bento_model.path_of("model.keras"), safe_mode=True, compile=False
         )
         stored = self.bento_model
-        card = ModelCard.from_dict(stored.info.metadata)
+        card = _card()
         # Warm-up traces the predict function so the first request is not the slow one.
         for batch in (1, 8):
             self._probabilities(np.zeros((batch, *card.input_shape), dtype=np.float32))
