@@ -73,7 +73,11 @@ def _slice(count: int) -> Splits:
 
 
 def _epochs(config: Config, epochs: int) -> Config:
-    return dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
+    """`config` for `epochs` epochs; a warm-up longer than that is cut (the loop's speed does
+    not depend on the learning rate)."""
+    warmup = min(config.train.warmup_epochs, epochs - 1)
+    train = dataclasses.replace(config.train, epochs=epochs, warmup_epochs=warmup)
+    return dataclasses.replace(config, train=train)
 
 
 def _timed(prepared: training.Prepared) -> list[float]:

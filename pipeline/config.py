@@ -82,6 +82,10 @@ class AugmentConfig:
     brightness: float = 0.1
     #: Probability of random erasing: one rectangle of 2-25% of the image set to noise.
     erasing: float = 0.0
+    #: Test-time flip: the evaluated, logged and served model answers with the mean of its
+    #: logits for an image and its mirror image (pipeline/test_time.py), at twice the
+    #: inference cost. Needs `flip`: a model should not be asked about views it never saw.
+    test_flip: bool = False
 
     #: The transforms with a strength in [0, 1); 0 turns one off.
     FACTORS: typing.ClassVar = (
@@ -96,6 +100,11 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         for key in self.FACTORS:
             check(0.0 <= getattr(self, key) < 1.0, f"augment.{key}", "must be in [0, 1)")
+        check(
+            not self.test_flip or (self.enabled and self.flip),
+            "augment.test_flip",
+            "needs augment.enabled and augment.flip: the model never saw mirrored images",
+        )
 
 
 @dataclass(frozen=True)

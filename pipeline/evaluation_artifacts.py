@@ -25,6 +25,7 @@ from pipeline.evaluate import (
 )
 from pipeline.model_card import EXAMPLES_DIR
 from pipeline.scoring import softmax
+from pipeline.test_time import base_model
 
 #: The per-epoch metrics the training-curves figure shows.
 CURVES = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -109,6 +110,7 @@ def write_evaluation(
     write_report_files(result, spec.class_names, out)
     curves = plots.training_curves({k: history.get(k, []) for k in CURVES})
     _save(curves, out / "training_curves.png")
-    write_visuals(model, spec, x_test, y_test, probs, out)
+    # Filters and feature maps are the trained network's own, inside any test-time wrapper.
+    write_visuals(base_model(model), spec, x_test, y_test, probs, out)
     write_examples(spec, x_test, y_test, out / EXAMPLES_DIR)
     return result

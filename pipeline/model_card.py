@@ -39,6 +39,9 @@ class ModelCard:
     normalisation: str
     #: The Keras dtype policy the model computes in, as trained and evaluated.
     precision: str
+    #: Whether the model averages each image with its mirror image (pipeline/test_time.py),
+    #: which doubles its cost per image.
+    test_time_flip: bool
     #: The MLflow run the model comes from, and its registry entry ("" and "" when none).
     run_id: str
     registered_model: str
@@ -87,10 +90,15 @@ class ModelCard:
         return cls(**values)
 
 
+def _not_bool(value: Any) -> bool:
+    raise TypeError(f"expected true or false, got {value!r}")
+
+
 #: How a stored (JSON) value becomes each field's type, by the field's annotation.
 _CONVERT = {
     "str": str,
     "float": float,
+    "bool": lambda v: v if isinstance(v, bool) else _not_bool(v),
     "tuple[str, ...]": lambda v: tuple(str(x) for x in v),
     "tuple[float, ...]": lambda v: tuple(float(x) for x in v),
     "tuple[int, int, int]": lambda v: tuple(int(x) for x in v),

@@ -72,7 +72,11 @@ def model_precision(model) -> str:
     The model object's own policy is not saved with it; each layer's is. The logits layer is
     float32 under every policy, so it does not count.
     """
+    import keras
+
     for layer in model.layers:
+        if isinstance(layer, keras.Model):  # a wrapped network (pipeline/test_time.py)
+            return model_precision(layer)
         if layer.weights and layer.name != "logits":
             return layer.dtype_policy.name
     return model.dtype_policy.name

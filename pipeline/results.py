@@ -93,6 +93,8 @@ def recipe(run: pd.Series) -> str:
             if value not in (None, "0.0", "0"):
                 flags.append(f"{key} {value}")
         parts.append("+".join(flags))
+    if _param(run, "augment.test_flip") == "True":
+        parts.append("test-time flip")
     smoothing = _param(run, "train.label_smoothing")
     if smoothing not in (None, "0.0"):
         parts.append(f"label smoothing {smoothing}")
@@ -201,7 +203,10 @@ edit by hand. Per architecture, the run the champion rule would pick among runs 
 reported for the same architecture in Dive into Deep Learning and in the Fashion-MNIST
 benchmark table; "target" is what this project aims for on a 2-core CPU with the `zoo`
 profile (`make train PROFILE=zoo`). "wall time" is the model's training loop (`fit`); the
-sweeps' whole times are below. "recipe" is read from each run's logged configuration.
+sweeps' whole times are below. "recipe" is read from each run's logged configuration; with
+"test-time flip", the evaluated, registered and served model averages its logits for each image
+and its mirror image (`augment.test_flip`), so it costs twice the MACs/image shown, which are
+one pass of the trained network.
 
 {results.to_markdown(index=False)}
 

@@ -23,6 +23,7 @@ from pipeline.errors import PipelineError
 from pipeline.model_card import SHIPPED_ARTIFACTS, ModelCard, ModelCardError
 from pipeline.models.layers import NORMALISATION
 from pipeline.precision import model_precision
+from pipeline.test_time import is_flip_averaged
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,7 @@ def package_run(
         std=tuple(spec["std"]),
         normalisation=NORMALISATION,
         precision=model_precision(model),
+        test_time_flip=is_flip_averaged(model),
         run_id=run_id,
         registered_model=registered_model,
         registry_version=registry_version,

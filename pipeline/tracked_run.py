@@ -30,6 +30,7 @@ from pipeline.environment import TRACKED_PACKAGES, environment_tags
 from pipeline.evaluate import predict_logits
 from pipeline.evaluation_artifacts import write_evaluation
 from pipeline.scoring import softmax
+from pipeline.test_time import flip_averaged
 
 #: Tag of a run whose checkpoint could not be resumed; its value says why.
 ABANDONED_TAG = "abandoned"
@@ -196,9 +197,11 @@ def train_model(
             previous_val_losses=previous_val_losses,
         )
         history = _whole_history(run_id, resumed, fitted)
+        # What is evaluated is what is logged and served: the test-time flip included.
+        model = flip_averaged(prepared.model) if config.augment.test_flip else prepared.model
         with tempfile.TemporaryDirectory(prefix="evaluation-") as tmp:
             evaluation = write_evaluation(
-                prepared.model, splits.spec, splits.x_test, splits.y_test, history, Path(tmp)
+                model, splits.spec, splits.x_test, splits.y_test, history, Path(tmp)
             )
             mlflow.log_artifacts(tmp)
         mlflow.log_table(evaluation.per_class, "per_class_report.json")
@@ -212,7 +215,7 @@ def train_model(
             "median_images_per_s": float(np.median(history["images_per_s"])),
         }
         mlflow.log_metrics(summary)
-        mlflow.set_tag("model_uri", _log_model(prepared.model, splits, config))
+        mlflow.set_tag("model_uri", _log_model(model, splits, config))
         shutil.rmtree(ckpt, ignore_errors=True)
 
     return RunResult(

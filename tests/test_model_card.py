@@ -23,6 +23,7 @@ CARD = ModelCard(
     std=(0.353,),
     normalisation="pixels/255, then (x - mean) / std per channel, inside the model",
     precision="mixed_bfloat16",
+    test_time_flip=True,
     run_id="0a019b9e",
     registered_model="cnn-classifier",
     registry_version="2",
@@ -59,8 +60,11 @@ def test_a_card_that_cannot_be_right_is_refused(field, value, message):
         dataclasses.replace(CARD, **{field: value})
 
 
-def test_mistyped_metadata_is_refused():
-    stored = {**CARD.to_dict(), "input_shape": ["28", "wide", "1"]}
+@pytest.mark.parametrize(
+    ("field", "value"), [("input_shape", ["28", "wide", "1"]), ("test_time_flip", "yes")]
+)
+def test_mistyped_metadata_is_refused(field, value):
+    stored = {**CARD.to_dict(), field: value}
     with pytest.raises(ModelCardError, match="not a model card"):
         ModelCard.from_dict(stored)
 

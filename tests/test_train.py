@@ -24,6 +24,7 @@ from pipeline.model_card import ModelCard
 from pipeline.precision import model_precision
 from pipeline.selection import promote
 from pipeline.sweep import train
+from pipeline.test_time import is_flip_averaged
 from tests.helpers import free_port, quick_overrides, tool, wait_until_ready
 
 pytestmark = pytest.mark.slow
@@ -486,13 +487,14 @@ def test_embedded_store_keeps_artifacts_beside_its_database(sweep):
         assert list((store / "mlartifacts").rglob(f"{run.info.run_id}/**/confusion_matrix.png"))
 
 
-def test_mixed_precision_run_logs_and_evaluates_the_model_it_trained(tmp_path):
+def test_mixed_precision_flip_averaged_run_logs_and_evaluates_the_model_it_trained(tmp_path):
     config = load_config(
         paths.CONFIG_DIR / "quick.yaml",
         quick_overrides(
             tmp_path,
             "models=[lenet]",
             "train.precision=mixed_bfloat16",
+            "augment.test_flip=true",
             "tracking.promote=false",
         ),
     )
@@ -503,7 +505,12 @@ def test_mixed_precision_run_logs_and_evaluates_the_model_it_trained(tmp_path):
     assert run.data.metrics["test_accuracy"] > 0.2  # it learned: chance is 0.1
 
     model_uri = run.data.tags["model_uri"]
-    assert model_precision(mlflow.keras.load_model(model_uri)) == "mixed_bfloat16"
+    logged = mlflow.keras.load_model(model_uri)
+    assert is_flip_averaged(logged)
+    assert model_precision(logged) == "mixed_bfloat16"
+    # The logged model is the one evaluated: mirrored images get the very same answers.
+    images = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1)).astype(np.float32)
+    assert np.allclose(logged(images), logged(images[:, :, ::-1]), atol=1e-5)
     # Loaded again, the model computes in bf16 as it did when the run was evaluated.
     result, _ = evaluate_uri(model_uri)
     assert result.accuracy == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-9)
