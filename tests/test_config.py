@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -214,3 +215,20 @@ def test_a_recorded_configuration_with_a_bad_value_is_refused_like_a_file():
     flat = load_config(None).flat()
     with pytest.raises(ConfigError, match="'train.batch_size' must be in"):
         config_from_flat({**flat, "train.batch_size": 0})
+
+
+def test_loading_every_profile_imports_no_tensorflow():
+    """Each model's typed options are built at load; their modules import Keras only to build."""
+    code = (
+        "import sys\n"
+        "from pipeline import paths\n"
+        "from pipeline.config import load_config\n"
+        "for profile in sorted(paths.CONFIG_DIR.glob('*.yaml')):\n"
+        "    load_config(profile, ['models=[lenet,alexnet,vgg,nin,googlenet,resnet]'])\n"
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == "[]", done.stderr
+

@@ -7,12 +7,13 @@ stride 4 only on large inputs (>= 128 px) and 5x5 with stride 1 on small ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import keras
-from keras import layers
+from typing import TYPE_CHECKING
 
 from pipeline.config import ModelConfig, check
 from pipeline.models.layers import conv, dense, logits, scaled
+
+if TYPE_CHECKING:
+    import keras
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class Options(ModelConfig):
 
 def build(x: keras.KerasTensor, num_classes: int, options: Options) -> keras.KerasTensor:
     """Channels 96-256-384-384-256 (times width) and two FC layers of `fc_units` with dropout."""
+    from keras import layers
+
     width, dropout, fc_units = options.width, options.dropout, options.fc_units
     big = min(x.shape[1], x.shape[2]) >= 128
     kw = {"activation": options.activation, "batch_norm": options.batch_norm}

@@ -7,12 +7,13 @@ On small inputs (< 64 px) the stem is a stride-1 3x3 convolution without its max
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import keras
-from keras import layers
+from typing import TYPE_CHECKING
 
 from pipeline.config import ModelConfig
 from pipeline.models.layers import conv, logits, scaled
+
+if TYPE_CHECKING:
+    import keras
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ def inception(
     name: str,
 ) -> keras.KerasTensor:
     """Four paths concatenated on channels: 1x1; 1x1->3x3; 1x1->5x5; 3x3 max-pool->1x1."""
+    from keras import layers
+
     kw = {"activation": activation, "batch_norm": batch_norm}
     p1 = conv(x, c1, 1, **kw, name=f"{name}_1x1")
     p2 = conv(
@@ -61,6 +64,8 @@ def inception(
 
 def build(x: keras.KerasTensor, num_classes: int, options: Options) -> keras.KerasTensor:
     """The GoogLeNet stages b1-b5 of the paper, every channel count times `width`."""
+    from keras import layers
+
     width, dropout = options.width, options.dropout
     kw = {"activation": options.activation, "batch_norm": options.batch_norm}
     small = min(x.shape[1], x.shape[2]) < 64

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import keras
-from keras import layers
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import keras
 
 
 def scaled(units: int, width: float) -> int:
@@ -20,6 +22,8 @@ def stem(inputs: keras.KerasTensor, mean, std) -> keras.KerasTensor:
 
     Serving then feeds decoded pixels and cannot drift from training's preprocessing.
     """
+    from keras import layers
+
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
     return layers.Normalization(mean=list(mean), variance=[s * s for s in std], name="normalise")(x)
 
@@ -36,6 +40,8 @@ def conv(
     name: str | None = None,
 ) -> keras.KerasTensor:
     """Conv2D -> [BatchNorm] -> activation (the bias is dropped when batch norm follows)."""
+    from keras import layers
+
     x = layers.Conv2D(
         filters, kernel, strides=strides, padding=padding, use_bias=not batch_norm, name=name
     )(x)
@@ -54,6 +60,8 @@ def dense(
     name: str | None = None,
 ) -> keras.KerasTensor:
     """Dense -> [BatchNorm] -> activation -> Dropout."""
+    from keras import layers
+
     x = layers.Dense(units, use_bias=not batch_norm, name=name)(x)
     if batch_norm:
         x = layers.BatchNormalization(name=f"{name}_bn" if name else None)(x)
@@ -68,4 +76,6 @@ def logits(x: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
 
     Always float32, also under a mixed policy: the loss and softmax need its range and precision.
     """
+    from keras import layers
+
     return layers.Dense(num_classes, name="logits", dtype="float32")(x)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import keras
-from keras import layers
+from typing import TYPE_CHECKING
 
 from pipeline.config import ModelConfig
 from pipeline.models.layers import conv, dense, logits, scaled
+
+if TYPE_CHECKING:
+    import keras
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,8 @@ class Options(ModelConfig):
 
 def build(x: keras.KerasTensor, num_classes: int, options: Options) -> keras.KerasTensor:
     """ReLU and max pooling by default; `classic` restores sigmoid and average pooling."""
+    from keras import layers
+
     width, batch_norm, dropout = options.width, options.batch_norm, options.dropout
     act = "sigmoid" if options.classic else options.activation
     pool = layers.AveragePooling2D if options.classic else layers.MaxPooling2D

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import keras
-from keras import layers
+from typing import TYPE_CHECKING
 
 from pipeline.config import ModelConfig
 from pipeline.models.layers import conv, scaled
+
+if TYPE_CHECKING:
+    import keras
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ def nin_block(
     name: str,
 ) -> keras.KerasTensor:
     """A spatial convolution followed by two 1x1 convolutions (the per-pixel MLP)."""
+
     kw = {"activation": activation, "batch_norm": batch_norm}
     x = conv(x, filters, kernel, strides=strides, **kw, name=f"{name}_conv")
     x = conv(x, filters, 1, **kw, name=f"{name}_mlp1")
@@ -35,6 +37,8 @@ def nin_block(
 
 def build(x: keras.KerasTensor, num_classes: int, options: Options) -> keras.KerasTensor:
     """Blocks of 96-256-384 channels with 3x3/2 pools, dropout, a class-wide block, then GAP."""
+    from keras import layers
+
     width, dropout = options.width, options.dropout
     big = min(x.shape[1], x.shape[2]) >= 128
     kw = {"activation": options.activation, "batch_norm": options.batch_norm}

@@ -10,12 +10,13 @@ with a 1x1 convolution (the paper's option B), so a 28x28 input runs at 28, 14 a
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import keras
-from keras import layers
+from typing import TYPE_CHECKING
 
 from pipeline.config import ModelConfig, check
 from pipeline.models.layers import conv, logits, scaled
+
+if TYPE_CHECKING:
+    import keras
 
 #: Channels of the three stages before `width`.
 STAGES = (16, 32, 64)
@@ -45,6 +46,8 @@ def residual_block(
     name: str,
 ) -> keras.KerasTensor:
     """conv3x3 -> BN -> act -> conv3x3 -> BN, plus the shortcut, then the activation."""
+    from keras import layers
+
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:  # B, H/s, W/s, filters: project to match
         shortcut = layers.Conv2D(
@@ -70,6 +73,8 @@ def residual_block(
 
 def build(x: keras.KerasTensor, num_classes: int, options: Options) -> keras.KerasTensor:
     """The stem, three stages of `blocks` residual blocks, GAP, [dropout], the classifier."""
+    from keras import layers
+
     kw = {"activation": options.activation, "batch_norm": options.batch_norm}
     x = conv(x, scaled(STAGES[0], options.width), 3, **kw, name="stem_conv")  # B, H, W, 16w
     for stage, channels in enumerate(STAGES):

@@ -6,12 +6,13 @@ Pools use 'same' padding so the five VGG-11 stages fit a 28x28 input (28-14-7-4-
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import keras
-from keras import layers
+from typing import TYPE_CHECKING
 
 from pipeline.config import ModelConfig, check
 from pipeline.models.layers import conv, dense, logits, scaled
+
+if TYPE_CHECKING:
+    import keras
 
 #: (convolutions, channels) per block, and the FC head's widths.
 PRESETS: dict[str, tuple[tuple[tuple[int, int], ...], tuple[int, ...]]] = {
@@ -56,6 +57,8 @@ def vgg_block(
     name: str,
 ) -> keras.KerasTensor:
     """`convs` 3x3 convolutions with `filters` channels, then a 2x2 max-pool."""
+    from keras import layers
+
     for i in range(convs):
         x = conv(
             x, filters, 3, activation=activation, batch_norm=batch_norm, name=f"{name}_conv{i + 1}"
@@ -65,6 +68,8 @@ def vgg_block(
 
 def build(x: keras.KerasTensor, num_classes: int, options: Options) -> keras.KerasTensor:
     """A preset (`small`, `vgg11`) or explicit `blocks` [[convs, channels], ...] and `fc_units`."""
+    from keras import layers
+
     width, batch_norm, activation = options.width, options.batch_norm, options.activation
     blocks, fc_units = options.layout()
     for i, (convs, filters) in enumerate(blocks):
