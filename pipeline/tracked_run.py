@@ -30,7 +30,7 @@ from pipeline.environment import TRACKED_PACKAGES, environment_tags
 from pipeline.evaluate import predict_logits
 from pipeline.evaluation_artifacts import write_evaluation
 from pipeline.scoring import softmax
-from pipeline.test_time import flip_averaged
+from pipeline.test_time import ONE_VIEW_METRIC, flip_averaged
 
 #: Tag of a run whose checkpoint could not be resumed; its value says why.
 ABANDONED_TAG = "abandoned"
@@ -214,6 +214,10 @@ def train_model(
             "train_wall_seconds": fitted.wall_seconds,
             "median_images_per_s": float(np.median(history["images_per_s"])),
         }
+        if model is not prepared.model:
+            # The flip's worth, measured on the same images: the network's one-view accuracy.
+            one_view = predict_logits(prepared.model, splits.x_test).argmax(axis=1)
+            summary[ONE_VIEW_METRIC] = float(np.mean(one_view == splits.y_test))
         mlflow.log_metrics(summary)
         mlflow.set_tag("model_uri", _log_model(model, splits, config))
         shutil.rmtree(ckpt, ignore_errors=True)

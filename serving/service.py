@@ -84,6 +84,8 @@ class ModelInfo(BaseModel):
     test_macro_f1: float
     #: The Keras dtype policy the model computes in, as trained and evaluated.
     precision: str
+    #: Whether each answer is the mean over the image and its mirror image (twice the cost).
+    test_time_flip: bool
     max_images_per_request: int
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from pipeline import paths
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.results import write_results
+from pipeline.test_time import ONE_VIEW_METRIC
 from tests.helpers import quick_overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.dataset]
@@ -34,6 +36,7 @@ def test_the_report_is_written_from_a_run_on_all_the_data(tmp_path):
             "data.train_limit=null",
             "data.test_limit=null",
             "train.epochs=1",
+            "augment.test_flip=true",
             "tracking.experiment=results-test",
             # Its own name: promoting into the session's BentoML store under the shared
             # name would make this LeNet the `latest` that the service tests serve.
@@ -49,6 +52,9 @@ def test_the_report_is_written_from_a_run_on_all_the_data(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| lenet"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert float(cells[1]) == pytest.approx(run.test_accuracy, abs=5e-5)  # test accuracy
+    logged = MlflowClient().get_run(run.run_id).data.metrics[ONE_VIEW_METRIC]
+    assert float(cells[2]) == pytest.approx(logged, abs=5e-5)  # the network without the flip
+    assert "test-time flip" in row  # the recipe says so
     assert run.run_id in row and "0.915" in row  # the run and LeNet's target
     assert f"Champion: **lenet**, `{config.tracking.registered_model}` version\n1" in text
     assert "### Sweep `sweep-lenet`" in text and sweep.parent_run_id in text

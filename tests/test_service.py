@@ -155,6 +155,8 @@ def test_metadata_names_the_champion(client, sweep):
     assert info["test_accuracy"] == pytest.approx(sweep["promotion"].test_accuracy)
     assert info["precision"] == sweep["config"].train.precision == "float32"
     assert 0 < info["test_macro_f1"] <= 1
+    # The quick sweep's model answers with one view; the zoo's would say true.
+    assert info["test_time_flip"] is sweep["config"].augment.test_flip is False
 
 
 def test_classify_files_equals_the_local_model(client, test_images, local_probs):

@@ -24,7 +24,7 @@ from pipeline.model_card import ModelCard
 from pipeline.precision import model_precision
 from pipeline.selection import promote
 from pipeline.sweep import train
-from pipeline.test_time import is_flip_averaged
+from pipeline.test_time import ONE_VIEW_METRIC, is_flip_averaged
 from tests.helpers import free_port, quick_overrides, tool, wait_until_ready
 
 pytestmark = pytest.mark.slow
@@ -511,6 +511,8 @@ def test_mixed_precision_flip_averaged_run_logs_and_evaluates_the_model_it_train
     # The logged model is the one evaluated: mirrored images get the very same answers.
     images = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1)).astype(np.float32)
     assert np.allclose(logged(images), logged(images[:, :, ::-1]), atol=1e-5)
+    # The network alone, on the same test images, is logged beside it: what the flip adds.
+    assert 0.2 < run.data.metrics[ONE_VIEW_METRIC] <= 1.0
     # Loaded again, the model computes in bf16 as it did when the run was evaluated.
     result, _ = evaluate_uri(model_uri)
     assert result.accuracy == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-9)
