@@ -231,4 +231,3 @@ def test_loading_every_profile_imports_no_tensorflow():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert done.stdout.strip() == "[]", done.stderr
-
