@@ -90,15 +90,18 @@ class ModelCard:
         return cls(**values)
 
 
-def _not_bool(value: Any) -> bool:
-    raise TypeError(f"expected true or false, got {value!r}")
+def _strict_bool(value: Any) -> bool:
+    """JSON true or false only: `bool("no")` would be True."""
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {value!r}")
+    return value
 
 
 #: How a stored (JSON) value becomes each field's type, by the field's annotation.
 _CONVERT = {
     "str": str,
     "float": float,
-    "bool": lambda v: v if isinstance(v, bool) else _not_bool(v),
+    "bool": _strict_bool,
     "tuple[str, ...]": lambda v: tuple(str(x) for x in v),
     "tuple[float, ...]": lambda v: tuple(float(x) for x in v),
     "tuple[int, int, int]": lambda v: tuple(int(x) for x in v),

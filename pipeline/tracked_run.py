@@ -27,7 +27,7 @@ from pipeline.config import Config
 from pipeline.data import Splits
 from pipeline.describe import describe, render, totals
 from pipeline.environment import TRACKED_PACKAGES, environment_tags
-from pipeline.evaluate import predict_logits
+from pipeline.evaluate import predict_logits, report
 from pipeline.evaluation_artifacts import write_evaluation
 from pipeline.scoring import softmax
 from pipeline.test_time import ONE_VIEW_METRIC, flip_averaged
@@ -217,7 +217,9 @@ def train_model(
         if model is not prepared.model:
             # The flip's worth, measured on the same images: the network's one-view accuracy.
             one_view = predict_logits(prepared.model, splits.x_test).argmax(axis=1)
-            summary[ONE_VIEW_METRIC] = float(np.mean(one_view == splits.y_test))
+            summary[ONE_VIEW_METRIC] = report(
+                splits.y_test, one_view, splits.spec.class_names
+            ).accuracy
         mlflow.log_metrics(summary)
         mlflow.set_tag("model_uri", _log_model(model, splits, config))
         shutil.rmtree(ckpt, ignore_errors=True)

@@ -19,12 +19,13 @@ from PIL import Image
 from pipeline import paths, tracking
 from pipeline.champion import CHAMPION_ALIAS
 from pipeline.config import load_config
-from pipeline.evaluate import evaluate_uri
+from pipeline.data import load_splits
+from pipeline.evaluate import evaluate_uri, predict_logits
 from pipeline.model_card import ModelCard
 from pipeline.precision import model_precision
 from pipeline.selection import promote
 from pipeline.sweep import train
-from pipeline.test_time import ONE_VIEW_METRIC, is_flip_averaged
+from pipeline.test_time import ONE_VIEW_METRIC, base_model, is_flip_averaged
 from tests.helpers import free_port, quick_overrides, tool, wait_until_ready
 
 pytestmark = pytest.mark.slow
@@ -513,6 +514,10 @@ def test_mixed_precision_flip_averaged_run_logs_and_evaluates_the_model_it_train
     assert np.allclose(logged(images), logged(images[:, :, ::-1]), atol=1e-5)
     # The network alone, on the same test images, is logged beside it: what the flip adds.
     assert 0.2 < run.data.metrics[ONE_VIEW_METRIC] <= 1.0
+    # ... and it is the accuracy of the network inside the logged model, on the run's test images.
+    splits = load_splits(config.data, config.train.seed)
+    alone = predict_logits(base_model(logged), splits.x_test).argmax(axis=1)
+    assert run.data.metrics[ONE_VIEW_METRIC] == pytest.approx(np.mean(alone == splits.y_test))
     # Loaded again, the model computes in bf16 as it did when the run was evaluated.
     result, _ = evaluate_uri(model_uri)
     assert result.accuracy == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-9)
