@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pandas as pd
 
-from bench import faults, history, peer, serving, soak
+from bench import faults, history, model_call, peer, serving, soak
 from bench.machine import describe_machine, matmul_peak_gflops
 from pipeline import paths
 from pipeline.model_card import ModelCard
@@ -231,6 +231,7 @@ def render(raw: dict) -> str:
     after_load = "".join(
         f"\n{module.render(raw[key])}"
         for key, module in (
+            ("model_call", model_call),
             ("history", history),
             ("peer", peer),
             ("soak", soak),
@@ -409,6 +410,7 @@ def main() -> None:
             champion = next(iter(models.values()))
             raw |= {
                 "serving": {**serving.run(models), "batcher": "eager"},
+                "model_call": model_call.run(champion),
                 "history": history.run(champion),
                 "peer": peer.run(champion),
                 "serving_date": today,

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse
 from pipeline.model_card import ModelCard
 from pipeline.preprocess import ImageDecodeError, ImageShape
 from pipeline.scoring import softmax, top_k
-from serving import connections, demo, upstream
+from serving import connections, demo, threads, upstream
 from serving import settings as settings_module
 from serving.batching import CorkBatcher, EagerBatcher, Overloaded
 from serving.decoding import Decoder, NamedImage
@@ -87,6 +87,9 @@ class ModelInfo(BaseModel):
     #: Whether each answer is the mean over the image and its mirror image (twice the cost).
     test_time_flip: bool
     max_images_per_request: int
+    #: TensorFlow's CPU thread pools as it reports them; 0 is its default (serving/threads.py).
+    intra_op_threads: int
+    inter_op_threads: int
 
 
 def _numbers_array(pixels: list) -> np.ndarray:
@@ -156,13 +159,21 @@ class Classifier:
     bento_model = bentoml.models.BentoModel(SETTINGS.model_tag)
 
     def __init__(self) -> None:
+        card = _card()
+        pools = threads.apply(
+            threads.choose(
+                SETTINGS.tf_threads,
+                flip_averaged=card.test_time_flip,
+                gpu=SETTINGS.gpu,
+                cpus=threads.usable_cpus(),
+            )
+        )
         import keras
 
         self.model = keras.saving.load_model(
             self.bento_model.path_of("model.keras"), safe_mode=True, compile=False
         )
         stored = self.bento_model
-        card = _card()
         # Warm-up traces the predict function so the first request is not the slow one.
         for batch in (1, 8):
             self._probabilities(np.zeros((batch, *card.input_shape), dtype=np.float32))
@@ -177,7 +188,11 @@ class Classifier:
             processes=SETTINGS.decode_processes,
         )
         self.info = ModelInfo(
-            model_tag=str(stored.tag), max_images_per_request=SETTINGS.max_images, **card.to_dict()
+            model_tag=str(stored.tag),
+            max_images_per_request=SETTINGS.max_images,
+            intra_op_threads=pools.intra_op,
+            inter_op_threads=pools.inter_op,
+            **card.to_dict(),
         )
         freeze_startup_objects()
 

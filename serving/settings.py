@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from pipeline.preprocess import DEFAULT_MAX_PIXELS
+from serving import threads
 
 
 def _int(name: str, default: int) -> int:
@@ -74,6 +75,8 @@ class Settings:
     #: meanwhile; smaller ones decode on the loop (serving/decoding.py says why).
     inline_decode_pixels: int
     decode_processes: int
+    #: TensorFlow's CPU thread pools: `auto`, or fixed ones (serving/threads.py says why).
+    tf_threads: str | threads.ThreadPools
     #: Worker processes; each holds the model and batches its own requests.
     workers: int
 
@@ -106,5 +109,6 @@ def load() -> Settings:
         inline_decode_pixels=_int("SERVING_INLINE_DECODE_PIXELS", 512 * 512),
         # One process: on 2 cores, the other core is left to the event loop and the model.
         decode_processes=_int("SERVING_DECODE_PROCESSES", 1),
+        tf_threads=threads.parse(os.environ.get("SERVING_TF_THREADS", "auto")),
         workers=_int("SERVING_WORKERS", 1),
     )

@@ -738,30 +738,47 @@ def test_requests_past_the_bytes_in_flight_budget_get_503_before_they_are_read(s
     assert admitted.status_code == 400  # past the guard: BentoML finds no JSON in it
 
 
-def test_a_full_queue_answers_503_with_retry_after_and_the_reason(bento, session_dir, test_images):
-    """A server whose queue holds 64 images, sent 24 concurrent 64-image requests: those that
-    find it full get 503 at once with Retry-After and why; all others are answered."""
-    images, _ = test_images
-    body = {"pixels": images[:64].tolist()}
-    # One image per model call, so a 64-image request keeps the model busy while others arrive.
+@pytest.fixture(scope="module")
+def small_queue_server(bento, session_dir):
+    """A server whose queue holds 64 images, one image per model call (so a 64-image request
+    keeps the model busy while others arrive), and fixed TensorFlow thread pools."""
     env = {
         "SERVING_MAX_QUEUED_IMAGES": "64",
         "SERVING_MAX_BATCH_SIZE": "1",
         "SERVING_API_TOKEN": "",
+        "SERVING_TF_THREADS": "1,2",
     }
     with serving(bento[0], env, session_dir / "serve-small-queue.log") as url:
+        yield url
 
-        def send(_: int) -> httpx.Response:
-            return httpx.post(f"{url}/classify_array", json=body, timeout=60)
 
-        with concurrent.futures.ThreadPoolExecutor(24) as pool:
-            responses = list(pool.map(send, range(24)))
-        statuses = [r.status_code for r in responses]
-        shed = [r for r in responses if r.status_code == 503]
-        assert set(statuses) == {200, 503}, statuses
-        assert shed[0].headers["retry-after"] == "1"
-        assert "queue is full" in shed[0].json()[0]["error"]
-        assert send(0).status_code == 200  # and it serves again once the queue drains
+def test_a_full_queue_answers_503_with_retry_after_and_the_reason(small_queue_server, test_images):
+    """24 concurrent 64-image requests: those that find the queue full get 503 at once with
+    Retry-After and why; all others are answered."""
+    images, _ = test_images
+    body = {"pixels": images[:64].tolist()}
+
+    def send(_: int) -> httpx.Response:
+        return httpx.post(f"{small_queue_server}/classify_array", json=body, timeout=60)
+
+    with concurrent.futures.ThreadPoolExecutor(24) as pool:
+        responses = list(pool.map(send, range(24)))
+    statuses = [r.status_code for r in responses]
+    shed = [r for r in responses if r.status_code == 503]
+    assert set(statuses) == {200, 503}, statuses
+    assert shed[0].headers["retry-after"] == "1"
+    assert "queue is full" in shed[0].json()[0]["error"]
+    assert send(0).status_code == 200  # and it serves again once the queue drains
+
+
+def test_fixed_thread_pools_reach_tensorflow(small_queue_server, client):
+    """`SERVING_TF_THREADS=1,2` is what TensorFlow reports in the worker; the default server's
+    one-view model keeps TensorFlow's own pools (0: one thread per core)."""
+    info = httpx.post(f"{small_queue_server}/metadata", timeout=30).json()
+    assert (info["intra_op_threads"], info["inter_op_threads"]) == (1, 2)
+    default = client.post("/metadata").json()
+    assert default["test_time_flip"] is False
+    assert (default["intra_op_threads"], default["inter_op_threads"]) == (0, 0)
 
 
 def project_modules_missing_from(src: Path, entry: str) -> set[str]:

@@ -1,0 +1,146 @@
+"""The served model's call alone (`predict_on_batch`, as the service makes it), by TensorFlow
+thread pools: what `SERVING_TF_THREADS=auto` picks (serving/threads.py) against TensorFlow's
+defaults, each setting in its own process (the pools are process-wide), in turns.
+
+`python -m bench.model_call TAG SETTING` measures one process and prints one `BENCH` line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import pandas as pd
+
+from pipeline import paths
+
+SETTINGS = ("auto", "default")
+BATCHES = (1, 8, 64, 256)
+#: Timed calls per batch size, after 10 untimed ones.
+CALLS = {1: 300, 8: 150, 64: 40, 256: 15}
+ROUNDS = 3
+
+
+def measure(model_tag: str, setting: str) -> dict:
+    """Median milliseconds per call at each batch size, for the model and its own network."""
+    import bentoml
+
+    from pipeline.model_card import ModelCard
+    from serving import threads
+
+    stored = bentoml.models.get(model_tag)
+    card = ModelCard.from_dict(stored.info.metadata)
+    pools = threads.apply(
+        threads.choose(
+            threads.parse(setting),
+            flip_averaged=card.test_time_flip,
+            gpu=False,
+            cpus=threads.usable_cpus(),
+        )
+    )
+    import keras
+    import numpy as np
+
+    from pipeline.test_time import base_model
+
+    model = keras.saving.load_model(stored.path_of("model.keras"), safe_mode=True, compile=False)
+    pixels = np.random.default_rng(0).integers(0, 256, (max(BATCHES), *card.input_shape))
+    pixels = pixels.astype(np.float32)
+
+    def median_ms(m: keras.Model, batch: int) -> float:
+        x = pixels[:batch]
+        for _ in range(10):
+            np.asarray(m.predict_on_batch(x))
+        times = []
+        for _ in range(CALLS[batch]):
+            start = time.perf_counter()
+            np.asarray(m.predict_on_batch(x))
+            times.append(time.perf_counter() - start)
+        return statistics.median(times) * 1000
+
+    network = base_model(model)
+    row = {
+        "setting": setting,
+        "intra_op": pools.intra_op,
+        "inter_op": pools.inter_op,
+        "test_time_flip": card.test_time_flip,
+    }
+    for batch in BATCHES:
+        row[f"b{batch}_ms"] = median_ms(model, batch)
+        if setting == "default" and network is not model:
+            row[f"b{batch}_one_view_ms"] = median_ms(network, batch)
+    return row
+
+
+def run(model_tag: str) -> dict:
+    """ROUNDS rounds, each timing every setting once in a fresh process, in reverse order
+    every other round."""
+    rows = []
+    for round_ in range(ROUNDS):
+        for setting in SETTINGS if round_ % 2 == 0 else SETTINGS[::-1]:
+            proc = subprocess.run(
+                [sys.executable, "-m", "bench.model_call", model_tag, setting],
+                capture_output=True,
+                text=True,
+                cwd=paths.PROJECT_ROOT,
+                timeout=600,
+                check=True,
+            )
+            line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH "))
+            rows.append({"round": round_, **json.loads(line[6:])})
+            print(line, flush=True)
+    return {"model_tag": model_tag, "rows": rows}
+
+
+def render(raw: dict) -> str:
+    rows = pd.DataFrame(raw["rows"])
+    auto, default = rows[rows.setting == "auto"], rows[rows.setting == "default"]
+    pools = f"intra-op {auto.intra_op.iloc[0]}, inter-op {auto.inter_op.iloc[0]}"
+    flip = bool(auto.test_time_flip.iloc[0])
+    table = []
+    for batch in BATCHES:
+        a, d = auto.set_index("round")[f"b{batch}_ms"], default.set_index("round")[f"b{batch}_ms"]
+        entry = {
+            "images per call": batch,
+            "TensorFlow's defaults, ms": d.median(),
+            "auto, ms": a.median(),
+            "auto / defaults": (a / d).median(),
+        }
+        if f"b{batch}_one_view_ms" in default:
+            one = default.set_index("round")[f"b{batch}_one_view_ms"]
+            entry["one view, defaults, ms"] = one.median()
+            entry["flip / one view, defaults"] = (d / one).median()
+        table.append(entry)
+    what = (
+        "the model is flip-averaged, so `auto` gives each of its two passes half the cores "
+        "and runs them at once"
+        if flip
+        else "the model has one view, so `auto` keeps TensorFlow's defaults"
+    )
+    return f"""
+## The model call by thread pools
+
+`bench/model_call.py`, the champion `{raw["model_tag"]}`: `predict_on_batch` alone, median
+milliseconds per call. `auto` is what the service runs (`SERVING_TF_THREADS`, serving/threads.py);
+here it chose {pools}: {what}. Each setting runs in its own process, the two in turns, {ROUNDS}
+rounds; each ratio is the median over rounds of that round's ratio.{
+        " `one view` is the network inside the model on the images alone (TensorFlow's defaults)."
+        if flip
+        else ""
+    }
+
+{
+        pd.DataFrame(table)
+        .map(lambda v: f"{v:.3g}" if isinstance(v, float) else v)
+        .to_markdown(index=False)
+    }
+"""
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    print("BENCH " + json.dumps(measure(sys.argv[1], sys.argv[2])), flush=True)
