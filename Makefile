@@ -79,7 +79,7 @@ container-test: setup ## Run the built image and check it answers like `bentoml 
 bench: setup ## Training and serving benchmarks -> docs/BENCHMARKS.md
 	$(BIN)/python -m bench.run
 
-bench-serving: setup ## Serving benchmarks again (throughput, after load, MLflow peer), keeping the rest
+bench-serving: setup ## Serving benchmarks again (throughput, model call, after load, MLflow peer), keeping the rest
 	$(BIN)/python -m bench.run --serving
 
 bench-training: setup ## Training benchmarks again, keeping the serving figures -> docs/BENCHMARKS.md

@@ -372,11 +372,11 @@ RAW = paths.DOCS_DIR / "benchmarks.json"
 def main() -> None:
     """Measure and write the raw figures and the document.
 
-    `--render` re-renders the JSON; `--serving` measures serving again (throughput, latency
-    after load, MLflow's server as a peer) and keeps the training figures (about 40 minutes
-    on 2 cores); `--training` does the reverse; `--zoo` measures only the zoo loop's
-    augmentation and batch norm (about 10 minutes); `--soak` only the 10-minute soak;
-    `--faults` only the decode floods and the killed worker (about 5 minutes).
+    `--render` re-renders the JSON; `--serving` measures serving again (throughput, the model
+    call by thread pools, latency after load, MLflow's server as a peer) and keeps the training
+    figures (about 55 minutes on 2 cores); `--training` does the reverse; `--zoo` measures
+    only the zoo loop's augmentation and batch norm (about 10 minutes); `--soak` only the
+    10-minute soak; `--faults` only the decode floods and the killed worker (about 5 minutes).
     """
     if "--render" in sys.argv:
         raw = json.loads(RAW.read_text())
