@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
 import pandas as pd
 
-from pipeline import paths
+from bench.processes import measured
 
 SETTINGS = ("auto", "default")
 BATCHES = (1, 8, 64, 256)
@@ -82,17 +81,8 @@ def run(model_tag: str) -> dict:
     rows = []
     for round_ in range(ROUNDS):
         for setting in SETTINGS if round_ % 2 == 0 else SETTINGS[::-1]:
-            proc = subprocess.run(
-                [sys.executable, "-m", "bench.model_call", model_tag, setting],
-                capture_output=True,
-                text=True,
-                cwd=paths.PROJECT_ROOT,
-                timeout=600,
-                check=True,
-            )
-            line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH "))
-            rows.append({"round": round_, **json.loads(line[6:])})
-            print(line, flush=True)
+            figures = measured("bench.model_call", model_tag, setting, timeout_s=600)
+            rows.append({"round": round_, **figures})
     return {"model_tag": model_tag, "rows": rows}
 
 

@@ -1,13 +1,33 @@
-"""The servers that benchmarks start as subprocesses on 127.0.0.1."""
+"""The processes benchmarks start: servers on 127.0.0.1, and one-line measurements."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 
 from tests.helpers import free_port, wait_until_ready
+
+
+def measured(module: str, *args: str, timeout_s: int) -> dict:
+    """Runs `python -m module *args` from the project root (a fresh process, since thread
+    pools and determinism are process-wide) and returns the figures of its `BENCH` line."""
+    from pipeline import paths
+
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        cwd=paths.PROJECT_ROOT,
+        timeout=timeout_s,
+        check=True,
+    )
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH "))
+    print(line, flush=True)
+    return json.loads(line[6:])
 
 
 class ServerProcess:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -17,6 +16,7 @@ import pandas as pd
 
 from bench import faults, history, model_call, peer, serving, soak
 from bench.machine import describe_machine, matmul_peak_gflops
+from bench.processes import measured
 from pipeline import paths
 from pipeline.model_card import ModelCard
 
@@ -26,17 +26,7 @@ TRAIN_FLOPS_PER_MAC = 6
 
 
 def _measure(*args: str) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.training", *args],
-        capture_output=True,
-        text=True,
-        cwd=paths.PROJECT_ROOT,
-        timeout=1800,
-        check=True,
-    )
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH "))
-    print(line, flush=True)
-    return json.loads(line[6:])
+    return measured("bench.training", *args, timeout_s=1800)
 
 
 def training_rows() -> list[dict]:
