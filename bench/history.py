@@ -109,9 +109,10 @@ Aim: one PNG at 1 client after any burst within 1.25x the fresh p50 and at most 
 worst phase ({worst.phase}): **{worst["eager / fresh"]:.2f}x** the fresh p50, **{
         worst["eager p50 ms"]:.2f} ms**.
 
-{_tidy(table).to_markdown(index=False)}
+{three_digits(table).to_markdown(index=False)}
 """
 
 
-def _tidy(df: pd.DataFrame) -> pd.DataFrame:
+def three_digits(df: pd.DataFrame) -> pd.DataFrame:
+    """Floats to three significant digits, for the after-load and model-call tables."""
     return df.map(lambda v: f"{v:.3g}" if isinstance(v, float) else v)

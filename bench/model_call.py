@@ -15,6 +15,7 @@ import time
 
 import pandas as pd
 
+from bench.history import three_digits
 from bench.processes import measured
 
 SETTINGS = ("auto", "default")
@@ -123,11 +124,7 @@ rounds; each ratio is the median over rounds of that round's ratio.{
         else ""
     }
 
-{
-        pd.DataFrame(table)
-        .map(lambda v: f"{v:.3g}" if isinstance(v, float) else v)
-        .to_markdown(index=False)
-    }
+{three_digits(pd.DataFrame(table)).to_markdown(index=False)}
 """
 
 

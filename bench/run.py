@@ -271,7 +271,11 @@ measured in a separate process.{bf16_note} GFLOP/s counts {
 {augment_note}{render_zoo(raw)}
 ## Serving (wrk on 127.0.0.1, {serving.DURATION_S} s per run, median of {serving.REPEATS})
 
-{_machine_line(raw.get("serving_machine", machine), machine)}
+{_machine_line(raw.get("serving_machine", machine), machine)}{
+        f" float32 matrix-multiply peak with these figures: {raw['serving_peak']:.0f} GFLOP/s."
+        if "serving_peak" in raw
+        else ""
+    }
 
 Served models:
 {raw["served"]}
@@ -405,6 +409,7 @@ def main() -> None:
                 "peer": peer.run(champion),
                 "serving_date": today,
                 "serving_machine": machine,
+                "serving_peak": peak,
                 "served": _describe_served(models),
             }
         if not partial or "--soak" in sys.argv:

@@ -214,7 +214,7 @@ def train_model(
             "train_wall_seconds": fitted.wall_seconds,
             "median_images_per_s": float(np.median(history["images_per_s"])),
         }
-        if model is not prepared.model:
+        if config.augment.test_flip:
             # The flip's worth, measured on the same images: the network's one-view accuracy.
             one_view = predict_logits(prepared.model, splits.x_test).argmax(axis=1)
             summary[ONE_VIEW_METRIC] = report(

@@ -46,7 +46,9 @@ def parse(raw: str) -> str | ThreadPools:
 
 def usable_cpus() -> int:
     """Cores this process may run on (its affinity, which a container's cpuset narrows)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def choose(setting: str | ThreadPools, *, flip_averaged: bool, gpu: bool, cpus: int) -> ThreadPools:

@@ -28,7 +28,6 @@ def nin_block(
     name: str,
 ) -> keras.KerasTensor:
     """A spatial convolution followed by two 1x1 convolutions (the per-pixel MLP)."""
-
     kw = {"activation": activation, "batch_norm": batch_norm}
     x = conv(x, filters, kernel, strides=strides, **kw, name=f"{name}_conv")
     x = conv(x, filters, 1, **kw, name=f"{name}_mlp1")
