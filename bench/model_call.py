@@ -37,7 +37,7 @@ def measure(model_tag: str, setting: str) -> dict:
     pools = threads.apply(
         threads.choose(
             threads.parse(setting),
-            flip_averaged=card.test_time_flip,
+            multi_view=card.test_time_views > 1,
             gpu=False,
             cpus=threads.usable_cpus(),
         )

@@ -21,6 +21,7 @@ import yaml
 
 from pipeline.errors import ConfigError
 from pipeline.precision import PRECISIONS
+from pipeline.test_time import Views
 
 #: train.strategy values (pipeline/distribution.py).
 STRATEGIES = ("none", "mirrored")
@@ -86,6 +87,10 @@ class AugmentConfig:
     #: logits for an image and its mirror image (pipeline/test_time.py), at twice the
     #: inference cost. Needs `flip`: a model should not be asked about views it never saw.
     test_flip: bool = False
+    #: Test-time shifts: with N > 0 every view is also averaged moved N pixels up, down, left
+    #: and right (zeros filling), 5x the views: 10 with the flip. Needs `translate`, and N
+    #: within what translation moves an image in training.
+    test_shift: int = 0
 
     #: The transforms with a strength in [0, 1); 0 turns one off.
     FACTORS: typing.ClassVar = (
@@ -105,6 +110,21 @@ class AugmentConfig:
             "augment.test_flip",
             "needs augment.enabled and augment.flip: the model never saw mirrored images",
         )
+        check(
+            0 <= self.test_shift <= 4,
+            "augment.test_shift",
+            "must be a whole number of pixels from 0 (off) to 4",
+        )
+        check(
+            not self.test_shift or (self.enabled and self.translate > 0),
+            "augment.test_shift",
+            "needs augment.enabled and augment.translate: the model never saw moved images",
+        )
+
+    @property
+    def test_views(self) -> Views:
+        """What the evaluated, logged and served model averages (pipeline/test_time.py)."""
+        return Views(flip=self.test_flip, shift=self.test_shift)
 
 
 @dataclass(frozen=True)

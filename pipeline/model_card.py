@@ -49,6 +49,9 @@ class ModelCard:
     #: Held-out test metrics recorded by that run.
     test_accuracy: float
     test_macro_f1: float
+    #: Passes of the network per image: 1, 2 with the flip, 10 with the flip and shifts
+    #: (pipeline/test_time.py). Cards packaged before shifts existed lack it: 1 or 2 by the flip.
+    test_time_views: int = 0
 
     def __post_init__(self) -> None:
         if len(self.input_shape) != 3 or not all(v > 0 for v in self.input_shape):
@@ -58,6 +61,12 @@ class ModelCard:
             raise ModelCardError(f"mean and std need {channels} values each")
         if len(self.class_names) < 2:
             raise ModelCardError("a classifier needs at least 2 class names")
+        if self.test_time_views == 0:
+            object.__setattr__(self, "test_time_views", 2 if self.test_time_flip else 1)
+        if self.test_time_views < 1 or (self.test_time_flip and self.test_time_views % 2):
+            raise ModelCardError(
+                f"test_time_views must be a positive count, even with the flip: {self}"
+            )
         for key in ("test_accuracy", "test_macro_f1"):
             value = getattr(self, key)
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
@@ -77,14 +86,16 @@ class ModelCard:
     def from_dict(cls, data: dict[str, Any]) -> ModelCard:
         """The card stored by `to_dict`; a missing or mistyped field raises ModelCardError."""
         fields = dataclasses.fields(cls)
-        missing = sorted(f.name for f in fields if f.name not in data)
+        missing = sorted(
+            f.name for f in fields if f.name not in data and f.default is dataclasses.MISSING
+        )
         if missing:
             raise ModelCardError(
                 f"model metadata lacks {', '.join(missing)}; package the run again with "
                 "`pipeline package` or `pipeline promote`"
             )
         try:
-            values = {f.name: _CONVERT[f.type](data[f.name]) for f in fields}
+            values = {f.name: _CONVERT[f.type](data[f.name]) for f in fields if f.name in data}
         except (TypeError, ValueError) as exc:
             raise ModelCardError(f"model metadata is not a model card: {exc}") from None
         return cls(**values)
@@ -97,9 +108,17 @@ def _strict_bool(value: Any) -> bool:
     return value
 
 
+def _strict_int(value: Any) -> int:
+    """A JSON integer only: `int(True)` and `int(2.5)` would pass."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value
+
+
 #: How a stored (JSON) value becomes each field's type, by the field's annotation.
 _CONVERT = {
     "str": str,
+    "int": _strict_int,
     "float": float,
     "bool": _strict_bool,
     "tuple[str, ...]": lambda v: tuple(str(x) for x in v),

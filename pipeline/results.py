@@ -20,7 +20,7 @@ from pipeline.champion import CHAMPION_ALIAS, rank_runs
 from pipeline.config import AugmentConfig, TrackingConfig
 from pipeline.errors import PipelineError
 from pipeline.model_card import CONFUSION_MATRIX_FILE
-from pipeline.test_time import ONE_VIEW_METRIC
+from pipeline.test_time import FLIP_ONLY_METRIC, ONE_VIEW_METRIC, Views
 
 #: Fashion-MNIST test accuracy published for the same architectures, and the project's target
 #: for each (issue 12: the zoo profile on a 2-core CPU).
@@ -94,8 +94,14 @@ def recipe(run: pd.Series) -> str:
             if value not in (None, "0.0", "0"):
                 flags.append(f"{key} {value}")
         parts.append("+".join(flags))
-    if _param(run, "augment.test_flip") == "True":
-        parts.append("test-time flip")
+    flip = _param(run, "augment.test_flip") == "True"
+    shift = _param(run, "augment.test_shift") not in (None, "0")
+    if flip or shift:
+        views = ["flip"] if flip else []
+        if shift:
+            count = Views(flip=flip, shift=1).count
+            views.append(f"shifts {_param(run, 'augment.test_shift')} px ({count} views)")
+        parts.append("test-time " + " + ".join(views))
     smoothing = _param(run, "train.label_smoothing")
     if smoothing not in (None, "0.0"):
         parts.append(f"label smoothing {smoothing}")
@@ -126,12 +132,15 @@ def sweep_sections(runs: pd.DataFrame) -> str:
             {
                 "test accuracy": accuracy.round(4),
                 "one view": [_one_view(run) for _, run in rows.iterrows()],
+                "flip only": [_one_view(run, FLIP_ONLY_METRIC) for _, run in rows.iterrows()],
                 "target": targets,
                 "meets target": (accuracy >= targets).map({True: "yes", False: "no"}),
                 "epochs": rows["metrics.epochs_trained"].astype(int),
                 "fit time (min)": (rows["metrics.train_wall_seconds"] / 60).round(1),
             }
         ).rename_axis("model")
+        if not any(frame["flip only"] != ""):
+            frame = frame.drop(columns="flip only")
         started = datetime.datetime.fromtimestamp(parent.info.start_time / 1000, datetime.UTC)
         minutes = (parent.info.end_time - parent.info.start_time) / 60000
         sections.append(
@@ -144,9 +153,9 @@ def sweep_sections(runs: pd.DataFrame) -> str:
     return "\n".join(sections)
 
 
-def _one_view(run: pd.Series) -> float | str:
-    """A flip-averaged run's test accuracy without the flip; "" for a run without it."""
-    value = run.get(f"metrics.{ONE_VIEW_METRIC}")
+def _one_view(run: pd.Series, metric: str = ONE_VIEW_METRIC) -> float | str:
+    """A view-averaged run's test accuracy with fewer views; "" for a run without them."""
+    value = run.get(f"metrics.{metric}")
     return "" if value is None or pd.isna(value) else round(float(value), 4)
 
 
@@ -215,8 +224,10 @@ profile (`make train PROFILE=zoo`). "wall time" is the model's training loop (`f
 sweeps' whole times are below. "recipe" is read from each run's logged configuration; with
 "test-time flip", the evaluated, registered and served model averages its logits for each image
 and its mirror image (`augment.test_flip`), so it costs twice the MACs/image shown, which are
-one pass of the trained network; "one view" is the same run's network evaluated on the test
-images alone, which measures what the flip adds.
+one pass of the trained network; with "shifts", each of those views is also averaged moved
+that many pixels up, down, left and right (`augment.test_shift`), 10 passes in all, and the
+sweeps' tables below give such a run's accuracy with the flip alone ("flip only"). "one view" is the
+same run's network evaluated on the test images alone, which measures what the views add.
 
 {results.to_markdown(index=False)}
 

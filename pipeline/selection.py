@@ -23,7 +23,7 @@ from pipeline.errors import PipelineError
 from pipeline.model_card import SHIPPED_ARTIFACTS, ModelCard, ModelCardError
 from pipeline.models.layers import NORMALISATION
 from pipeline.precision import model_precision
-from pipeline.test_time import is_flip_averaged
+from pipeline.test_time import is_flip_averaged, views_of
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,7 @@ def package_run(
         normalisation=NORMALISATION,
         precision=model_precision(model),
         test_time_flip=is_flip_averaged(model),
+        test_time_views=views_of(model).count,
         run_id=run_id,
         registered_model=registered_model,
         registry_version=registry_version,

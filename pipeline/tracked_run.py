@@ -30,7 +30,7 @@ from pipeline.environment import TRACKED_PACKAGES, environment_tags
 from pipeline.evaluate import predict_logits, report
 from pipeline.evaluation_artifacts import write_evaluation
 from pipeline.scoring import softmax
-from pipeline.test_time import ONE_VIEW_METRIC, flip_averaged
+from pipeline.test_time import FLIP_ONLY_METRIC, ONE_VIEW_METRIC, Views, views_averaged
 
 #: Tag of a run whose checkpoint could not be resumed; its value says why.
 ABANDONED_TAG = "abandoned"
@@ -197,8 +197,9 @@ def train_model(
             previous_val_losses=previous_val_losses,
         )
         history = _whole_history(run_id, resumed, fitted)
-        # What is evaluated is what is logged and served: the test-time flip included.
-        model = flip_averaged(prepared.model) if config.augment.test_flip else prepared.model
+        # What is evaluated is what is logged and served: the test-time views included.
+        views = config.augment.test_views
+        model = views_averaged(prepared.model, views)
         with tempfile.TemporaryDirectory(prefix="evaluation-") as tmp:
             evaluation = write_evaluation(
                 model, splits.spec, splits.x_test, splits.y_test, history, Path(tmp)
@@ -214,11 +215,15 @@ def train_model(
             "train_wall_seconds": fitted.wall_seconds,
             "median_images_per_s": float(np.median(history["images_per_s"])),
         }
-        if config.augment.test_flip:
-            # The flip's worth, measured on the same images: the network's one-view accuracy.
-            one_view = predict_logits(prepared.model, splits.x_test).argmax(axis=1)
-            summary[ONE_VIEW_METRIC] = report(
-                splits.y_test, one_view, splits.spec.class_names
+        # What the views are worth, measured on the same images: the network's accuracy
+        # alone and, when shifts are averaged too, with the flip alone.
+        fewer = {ONE_VIEW_METRIC: Views()}
+        if views.shift and views.flip:
+            fewer[FLIP_ONLY_METRIC] = Views(flip=True)
+        for metric, subset in fewer.items() if views.count > 1 else ():
+            logits = predict_logits(views_averaged(prepared.model, subset), splits.x_test)
+            summary[metric] = report(
+                splits.y_test, logits.argmax(axis=1), splits.spec.class_names
             ).accuracy
         mlflow.log_metrics(summary)
         mlflow.set_tag("model_uri", _log_model(model, splits, config))

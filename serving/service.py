@@ -86,6 +86,8 @@ class ModelInfo(BaseModel):
     precision: str
     #: Whether each answer is the mean over the image and its mirror image (twice the cost).
     test_time_flip: bool
+    #: Passes of the network per image: 2 with the flip, 10 with the flip and shifts.
+    test_time_views: int
     max_images_per_request: int
     #: TensorFlow's CPU thread pools as it reports them; 0 is its default (serving/threads.py).
     intra_op_threads: int
@@ -163,7 +165,7 @@ class Classifier:
         pools = threads.apply(
             threads.choose(
                 SETTINGS.tf_threads,
-                flip_averaged=card.test_time_flip,
+                multi_view=card.test_time_views > 1,
                 gpu=SETTINGS.gpu,
                 cpus=threads.usable_cpus(),
             )

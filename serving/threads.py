@@ -5,7 +5,8 @@ image and its mirror image. TensorFlow's defaults give every op all the cores (i
 run the two passes one op at a time on them; on 2 cores, small convolutions spend much of that
 in thread hand-offs. One core per pass (intra-op = cores / 2) with both passes running at once
 (inter-op = cores) answers one image in about 0.7x the time (docs/BENCHMARKS.md, "The model
-call by thread pools"). A one-view model has no second pass to overlap, so it keeps the
+call by thread pools"). The same holds for a model averaging more views (the flip and
+shifts: ten passes). A one-view model has no second pass to overlap, so it keeps the
 defaults, as does a GPU, where the threads only feed the device.
 
 `SERVING_TF_THREADS`: `auto` (the above), `default` (TensorFlow's own) or `INTRA,INTER`.
@@ -51,11 +52,11 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def choose(setting: str | ThreadPools, *, flip_averaged: bool, gpu: bool, cpus: int) -> ThreadPools:
+def choose(setting: str | ThreadPools, *, multi_view: bool, gpu: bool, cpus: int) -> ThreadPools:
     """The pools for `setting`: fixed ones as given; `auto` by the rule in the module doc."""
     if isinstance(setting, ThreadPools):
         return setting
-    if flip_averaged and not gpu and cpus >= 2:
+    if multi_view and not gpu and cpus >= 2:
         return ThreadPools(intra_op=cpus // 2, inter_op=cpus)
     return ThreadPools()
 

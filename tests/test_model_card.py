@@ -60,8 +60,29 @@ def test_a_card_that_cannot_be_right_is_refused(field, value, message):
         dataclasses.replace(CARD, **{field: value})
 
 
+@pytest.mark.parametrize(("flip", "views"), [(True, 2), (False, 1)])
+def test_a_card_packaged_before_shifts_existed_counts_its_views_by_the_flip(flip, views):
+    stored = {**CARD.to_dict(), "test_time_flip": flip}
+    del stored["test_time_views"]
+    assert ModelCard.from_dict(stored).test_time_views == views
+    assert CARD.test_time_views == 2
+    assert dataclasses.replace(CARD, test_time_views=10).to_dict()["test_time_views"] == 10
+
+
+@pytest.mark.parametrize("views", [-1, 3])
+def test_a_view_count_that_cannot_be_right_is_refused(views):
+    with pytest.raises(ModelCardError, match="test_time_views must be a positive count"):
+        dataclasses.replace(CARD, test_time_views=views)
+
+
 @pytest.mark.parametrize(
-    ("field", "value"), [("input_shape", ["28", "wide", "1"]), ("test_time_flip", "yes")]
+    ("field", "value"),
+    [
+        ("input_shape", ["28", "wide", "1"]),
+        ("test_time_flip", "yes"),
+        ("test_time_views", True),
+        ("test_time_views", 2.5),
+    ],
 )
 def test_mistyped_metadata_is_refused(field, value):
     stored = {**CARD.to_dict(), field: value}

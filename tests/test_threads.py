@@ -15,23 +15,23 @@ from serving.threads import ThreadPools, choose, parse
     ("cpus", "expected"), [(2, ThreadPools(1, 2)), (16, ThreadPools(8, 16)), (3, ThreadPools(1, 3))]
 )
 def test_a_flip_averaged_model_on_a_cpu_runs_its_two_passes_at_once(cpus, expected):
-    assert choose("auto", flip_averaged=True, gpu=False, cpus=cpus) == expected
+    assert choose("auto", multi_view=True, gpu=False, cpus=cpus) == expected
 
 
 @pytest.mark.parametrize(
-    ("flip_averaged", "gpu", "cpus"),
+    ("multi_view", "gpu", "cpus"),
     [(False, False, 2), (True, True, 2), (True, False, 1)],
     ids=["one view", "gpu", "one core"],
 )
-def test_otherwise_tensorflow_keeps_its_defaults(flip_averaged, gpu, cpus):
-    assert choose("auto", flip_averaged=flip_averaged, gpu=gpu, cpus=cpus) == ThreadPools(0, 0)
+def test_otherwise_tensorflow_keeps_its_defaults(multi_view, gpu, cpus):
+    assert choose("auto", multi_view=multi_view, gpu=gpu, cpus=cpus) == ThreadPools(0, 0)
 
 
 def test_a_fixed_setting_wins_over_the_rule():
-    for flip_averaged in (True, False):
-        pools = choose(parse("3,1"), flip_averaged=flip_averaged, gpu=False, cpus=2)
+    for multi_view in (True, False):
+        pools = choose(parse("3,1"), multi_view=multi_view, gpu=False, cpus=2)
         assert pools == ThreadPools(3, 1)
-    assert choose(parse("default"), flip_averaged=True, gpu=False, cpus=2) == ThreadPools()
+    assert choose(parse("default"), multi_view=True, gpu=False, cpus=2) == ThreadPools()
     assert parse("") == parse(" auto ") == "auto"
 
 

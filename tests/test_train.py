@@ -25,7 +25,15 @@ from pipeline.model_card import ModelCard
 from pipeline.precision import model_precision
 from pipeline.selection import promote
 from pipeline.sweep import train
-from pipeline.test_time import ONE_VIEW_METRIC, base_model, is_flip_averaged
+from pipeline.test_time import (
+    FLIP_ONLY_METRIC,
+    ONE_VIEW_METRIC,
+    Views,
+    base_model,
+    flip_averaged,
+    is_flip_averaged,
+    views_of,
+)
 from tests.helpers import free_port, quick_overrides, tool, wait_until_ready
 
 pytestmark = pytest.mark.slow
@@ -488,7 +496,8 @@ def test_embedded_store_keeps_artifacts_beside_its_database(sweep):
         assert list((store / "mlartifacts").rglob(f"{run.info.run_id}/**/confusion_matrix.png"))
 
 
-def test_mixed_precision_flip_averaged_run_logs_and_evaluates_the_model_it_trained(tmp_path):
+@pytest.mark.parametrize("shift", [0, 1], ids=["flip", "flip-and-shifts"])
+def test_mixed_precision_view_averaged_run_logs_and_evaluates_the_model_it_trained(tmp_path, shift):
     config = load_config(
         paths.CONFIG_DIR / "quick.yaml",
         quick_overrides(
@@ -496,6 +505,7 @@ def test_mixed_precision_flip_averaged_run_logs_and_evaluates_the_model_it_train
             "models=[lenet]",
             "train.precision=mixed_bfloat16",
             "augment.test_flip=true",
+            f"augment.test_shift={shift}",
             "tracking.promote=false",
         ),
     )
@@ -507,7 +517,7 @@ def test_mixed_precision_flip_averaged_run_logs_and_evaluates_the_model_it_train
 
     model_uri = run.data.tags["model_uri"]
     logged = mlflow.keras.load_model(model_uri)
-    assert is_flip_averaged(logged)
+    assert is_flip_averaged(logged) and views_of(logged) == Views(flip=True, shift=shift)
     assert model_precision(logged) == "mixed_bfloat16"
     # The logged model is the one evaluated: mirrored images get the very same answers.
     images = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1)).astype(np.float32)
@@ -518,6 +528,14 @@ def test_mixed_precision_flip_averaged_run_logs_and_evaluates_the_model_it_train
     splits = load_splits(config.data, config.train.seed)
     alone = predict_logits(base_model(logged), splits.x_test).argmax(axis=1)
     assert run.data.metrics[ONE_VIEW_METRIC] == pytest.approx(np.mean(alone == splits.y_test))
+    # With shifts, the flip alone is measured too, so the table can say what the shifts add.
+    if shift:
+        flipped = predict_logits(flip_averaged(base_model(logged)), splits.x_test).argmax(axis=1)
+        assert run.data.metrics[FLIP_ONLY_METRIC] == pytest.approx(
+            np.mean(flipped == splits.y_test)
+        )
+    else:
+        assert FLIP_ONLY_METRIC not in run.data.metrics
     # Loaded again, the model computes in bf16 as it did when the run was evaluated.
     result, _ = evaluate_uri(model_uri)
     assert result.accuracy == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-9)
