@@ -22,7 +22,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 BENTOFILE := $(if $(filter 1,$(GPU)),bentofile.gpu.yaml,bentofile.yaml)
 MODELS_OVERRIDE := $(if $(MODELS),models=[$(MODELS)])
 
-.PHONY: help setup data train ui mlflow-server serve bento containerize base-image container-test bench bench-serving bench-training bench-zoo bench-soak bench-faults results test test-fast lint format clean
+.PHONY: help setup data train ui mlflow-server serve bento containerize base-image container-test bench bench-serving bench-training bench-zoo bench-views bench-soak bench-faults results test test-fast lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-13s %s\n", $$1, $$2}'
@@ -79,7 +79,7 @@ container-test: setup ## Run the built image and check it answers like `bentoml 
 bench: setup ## Training and serving benchmarks -> docs/BENCHMARKS.md
 	$(BIN)/python -m bench.run
 
-bench-serving: setup ## Serving benchmarks again (throughput, model call, after load, MLflow peer), keeping the rest
+bench-serving: setup ## Serving benchmarks again (throughput, model call, after load, views, MLflow peer), keeping the rest
 	$(BIN)/python -m bench.run --serving
 
 bench-training: setup ## Training benchmarks again, keeping the serving figures -> docs/BENCHMARKS.md
@@ -87,6 +87,9 @@ bench-training: setup ## Training benchmarks again, keeping the serving figures 
 
 bench-zoo: setup ## The zoo loop's augmentation and batch-norm benchmark again, keeping the rest
 	$(BIN)/python -m bench.run --zoo
+
+bench-views: setup ## What the champion's test-time views cost in serving (SERVING_VIEWS) again, keeping the rest
+	$(BIN)/python -m bench.run --views
 
 bench-soak: setup ## The 10-minute serving soak again, keeping the rest -> docs/BENCHMARKS.md
 	$(BIN)/python -m bench.run --soak

@@ -14,7 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pandas as pd
 
-from bench import faults, history, model_call, peer, serving, soak
+from bench import faults, history, model_call, peer, serving, soak, views
 from bench.machine import describe_machine, matmul_peak_gflops
 from bench.processes import measured
 from pipeline import paths
@@ -223,6 +223,7 @@ def render(raw: dict) -> str:
         for key, module in (
             ("model_call", model_call),
             ("history", history),
+            ("views", views),
             ("peer", peer),
             ("soak", soak),
             ("faults", faults),
@@ -370,7 +371,8 @@ def main() -> None:
     call by thread pools, latency after load, MLflow's server as a peer) and keeps the training
     figures (about 55 minutes on 2 cores); `--training` does the reverse; `--zoo` measures
     only the zoo loop's augmentation and batch norm (about 10 minutes); `--soak` only the
-    10-minute soak; `--faults` only the decode floods and the killed worker (about 5 minutes).
+    10-minute soak; `--faults` only the decode floods and the killed worker (about 5 minutes);
+    `--views` only what the test-time views cost in serving (about 5 minutes).
     """
     if "--render" in sys.argv:
         raw = json.loads(RAW.read_text())
@@ -379,11 +381,13 @@ def main() -> None:
         peak = matmul_peak_gflops()
         print(f"machine: {machine}, matmul peak {peak:.0f} GFLOP/s", flush=True)
         today = datetime.date.today().isoformat()
-        partial = {"--serving", "--training", "--zoo", "--soak", "--faults"} & set(sys.argv)
+        partial = {"--serving", "--training", "--zoo", "--soak", "--faults", "--views"} & set(
+            sys.argv
+        )
         if partial:
             raw = json.loads(RAW.read_text())
             # Each section is measured whole and names its own machine; ratios never cross them.
-        if not {"--serving", "--zoo", "--soak", "--faults"} & set(sys.argv):
+        if not {"--serving", "--zoo", "--soak", "--faults", "--views"} & set(sys.argv):
             raw = {
                 **(raw if partial else {}),
                 "date": today,
@@ -406,12 +410,16 @@ def main() -> None:
                 "serving": {**serving.run(models), "batcher": "eager"},
                 "model_call": model_call.run(champion),
                 "history": history.run(champion),
+                "views": {**views.run(champion), "date": today, "peak": peak},
                 "peer": peer.run(champion),
                 "serving_date": today,
                 "serving_machine": machine,
                 "serving_peak": peak,
                 "served": _describe_served(models),
             }
+        if "--views" in sys.argv:
+            champion = next(iter(served_models().values()))
+            raw |= {"views": {**views.run(champion), "date": today, "peak": peak}}
         if not partial or "--soak" in sys.argv:
             raw |= {"soak": {**soak.run(next(iter(served_models().values()))), "machine": machine}}
         if not partial or "--faults" in sys.argv:

@@ -52,6 +52,11 @@ class ModelCard:
     #: Passes of the network per image: 1, 2 with the flip, 10 with the flip and shifts
     #: (pipeline/test_time.py). Cards packaged before shifts existed lack it: 1 or 2 by the flip.
     test_time_views: int = 0
+    #: The same run's test accuracy with fewer views, so a server answering with fewer
+    #: (SERVING_VIEWS) can say what it serves: the network alone, and the flip alone when the
+    #: model also averages shifts. None where the run did not measure it.
+    test_accuracy_one_view: float | None = None
+    test_accuracy_flip_only: float | None = None
 
     def __post_init__(self) -> None:
         if len(self.input_shape) != 3 or not all(v > 0 for v in self.input_shape):
@@ -67,8 +72,15 @@ class ModelCard:
             raise ModelCardError(
                 f"test_time_views must be a positive count, even with the flip: {self}"
             )
-        for key in ("test_accuracy", "test_macro_f1"):
+        for key in (
+            "test_accuracy",
+            "test_macro_f1",
+            "test_accuracy_one_view",
+            "test_accuracy_flip_only",
+        ):
             value = getattr(self, key)
+            if value is None and key.startswith("test_accuracy_"):
+                continue
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise ModelCardError(f"{key} must be in [0, 1], got {value}")
 
@@ -77,9 +89,12 @@ class ModelCard:
         return len(self.class_names)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready values (tuples as lists), as stored in the BentoML model's metadata."""
+        """JSON-ready values (tuples as lists), as stored in the BentoML model's metadata,
+        which takes no nulls: a figure the run did not measure is left out."""
         return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(self).items()
+            if v is not None
         }
 
     @classmethod
@@ -120,6 +135,7 @@ _CONVERT = {
     "str": str,
     "int": _strict_int,
     "float": float,
+    "float | None": lambda v: None if v is None else float(v),
     "bool": _strict_bool,
     "tuple[str, ...]": lambda v: tuple(str(x) for x in v),
     "tuple[float, ...]": lambda v: tuple(float(x) for x in v),

@@ -23,7 +23,7 @@ from pipeline.errors import PipelineError
 from pipeline.model_card import SHIPPED_ARTIFACTS, ModelCard, ModelCardError
 from pipeline.models.layers import NORMALISATION
 from pipeline.precision import model_precision
-from pipeline.test_time import is_flip_averaged, views_of
+from pipeline.test_time import FLIP_ONLY_METRIC, ONE_VIEW_METRIC, is_flip_averaged, views_of
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,8 @@ def package_run(
         registry_version=registry_version,
         test_accuracy=float(metrics["test_accuracy"]),
         test_macro_f1=float(metrics["test_macro_f1"]),
+        test_accuracy_one_view=metrics.get(ONE_VIEW_METRIC),
+        test_accuracy_flip_only=metrics.get(FLIP_ONLY_METRIC),
     )
     with tempfile.TemporaryDirectory(prefix="package-") as files:
         _shipped_artifacts(run_id, Path(files))

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse
 from pipeline.model_card import ModelCard
 from pipeline.preprocess import ImageDecodeError, ImageShape
 from pipeline.scoring import softmax, top_k
-from serving import connections, demo, threads, upstream
+from serving import connections, demo, threads, upstream, views
 from serving import settings as settings_module
 from serving.batching import CorkBatcher, EagerBatcher, Overloaded
 from serving.decoding import Decoder, NamedImage
@@ -86,8 +86,15 @@ class ModelInfo(BaseModel):
     precision: str
     #: Whether each answer is the mean over the image and its mirror image (twice the cost).
     test_time_flip: bool
-    #: Passes of the network per image: 2 with the flip, 10 with the flip and shifts.
+    #: Passes of the network per image the registered model makes: 2 with the flip, 10 with
+    #: the flip and shifts. The card's test figures above are that model's.
     test_time_views: int
+    test_accuracy_one_view: float | None = None
+    test_accuracy_flip_only: float | None = None
+    #: What this server answers with (`SERVING_VIEWS`, serving/views.py): its passes per image
+    #: and their test accuracy in the model's run (null where the run did not measure it).
+    served_views: int
+    served_test_accuracy: float | None
     max_images_per_request: int
     #: TensorFlow's CPU thread pools as it reports them; 0 is its default (serving/threads.py).
     intra_op_threads: int
@@ -162,18 +169,22 @@ class Classifier:
 
     def __init__(self) -> None:
         card = _card()
+        served = views.choose(SETTINGS.views, card)
         pools = threads.apply(
             threads.choose(
                 SETTINGS.tf_threads,
-                multi_view=card.test_time_views > 1,
+                multi_view=served.count > 1,
                 gpu=SETTINGS.gpu,
                 cpus=threads.usable_cpus(),
             )
         )
         import keras
 
-        self.model = keras.saving.load_model(
-            self.bento_model.path_of("model.keras"), safe_mode=True, compile=False
+        self.model = views.apply(
+            keras.saving.load_model(
+                self.bento_model.path_of("model.keras"), safe_mode=True, compile=False
+            ),
+            served,
         )
         stored = self.bento_model
         # Warm-up traces the predict function so the first request is not the slow one.
@@ -194,6 +205,8 @@ class Classifier:
             max_images_per_request=SETTINGS.max_images,
             intra_op_threads=pools.intra_op,
             inter_op_threads=pools.inter_op,
+            served_views=served.count,
+            served_test_accuracy=served.test_accuracy,
             **card.to_dict(),
         )
         freeze_startup_objects()

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 
 from pipeline.preprocess import DEFAULT_MAX_PIXELS
-from serving import threads
+from serving import threads, views
 
 
 def _int(name: str, default: int) -> int:
@@ -79,6 +79,8 @@ class Settings:
     tf_threads: str | threads.ThreadPools
     #: Worker processes; each holds the model and batches its own requests.
     workers: int
+    #: Views of each image the model averages: `model`, `flip` or `one` (serving/views.py).
+    views: str = "model"
 
 
 def load() -> Settings:
@@ -111,4 +113,5 @@ def load() -> Settings:
         decode_processes=_int("SERVING_DECODE_PROCESSES", 1),
         tf_threads=threads.parse(os.environ.get("SERVING_TF_THREADS", "auto")),
         workers=_int("SERVING_WORKERS", 1),
+        views=_choice("SERVING_VIEWS", views.CHOICES, "model"),
     )

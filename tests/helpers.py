@@ -23,6 +23,7 @@ SHARED_MODULES = frozenset(
         "pipeline/model_card.py",
         "pipeline/preprocess.py",
         "pipeline/scoring.py",
+        "pipeline/test_time.py",
     }
 )
 #: Where Debian's dataset-fashion-mnist puts the real IDX files.

@@ -35,6 +35,8 @@ CARD = ModelCard(
 def test_the_card_survives_the_metadata_round_trip():
     stored = CARD.to_dict()
     assert stored["input_shape"] == [28, 28, 1] and stored["class_names"][1] == "Trouser"
+    # BentoML's metadata takes no nulls: a figure the run did not measure is left out.
+    assert None not in stored.values() and "test_accuracy_flip_only" not in stored
     assert ModelCard.from_dict(yaml.safe_load(yaml.safe_dump(stored))) == CARD
 
 
@@ -113,7 +115,8 @@ def _file_of(module: str) -> Path | None:
 
 def test_serving_imports_nothing_from_training():
     """Every project module the service reaches, import by import: serving/ and the shared
-    modules, which import only the standard library, NumPy and Pillow."""
+    modules, which import only the standard library, NumPy, Pillow and (the test-time views'
+    wrapper, pipeline/test_time.py) Keras, which the served model needs anyway."""
     reached, todo = set(), ["serving/service.py"]
     while todo:
         relative = todo.pop()
@@ -126,7 +129,7 @@ def test_serving_imports_nothing_from_training():
                 todo.append(str(file.relative_to(paths.PROJECT_ROOT)))
     pipeline_files = {r for r in reached if r.startswith("pipeline/")}
     assert pipeline_files <= SHARED_MODULES, pipeline_files - SHARED_MODULES
-    allowed = set(sys.stdlib_module_names) | {"numpy", "PIL", "pipeline"}
+    allowed = set(sys.stdlib_module_names) | {"numpy", "PIL", "pipeline", "keras"}
     for relative in SHARED_MODULES:
         tree = ast.parse((paths.PROJECT_ROOT / relative).read_text())
         for node in ast.walk(tree):

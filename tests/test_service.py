@@ -22,7 +22,14 @@ import yaml
 from PIL import Image
 
 from pipeline import paths
-from tests.helpers import SHARED_MODULES, free_port, large_png, tool, wait_until_ready
+from tests.helpers import (
+    SHARED_MODULES,
+    free_port,
+    large_png,
+    quick_overrides,
+    tool,
+    wait_until_ready,
+)
 
 pytestmark = pytest.mark.slow
 BENTOML = tool("bentoml")
@@ -157,6 +164,8 @@ def test_metadata_names_the_champion(client, sweep):
     assert 0 < info["test_macro_f1"] <= 1
     # The quick sweep's model answers with one view; the zoo's would say true.
     assert info["test_time_flip"] is sweep["config"].augment.test_flip is False
+    assert info["test_time_views"] == info["served_views"] == 1
+    assert info["served_test_accuracy"] == info["test_accuracy"]
 
 
 def test_classify_files_equals_the_local_model(client, test_images, local_probs):
@@ -261,6 +270,8 @@ def test_demo_page_in_a_real_browser(server, client, test_images, tmp_path):
         card = browser.find_element(By.ID, "card").text
         info = client.post("/metadata").json()
         assert info["run_id"] in card and info["architecture"] in card
+        served = f"{100 * info['served_test_accuracy']:.2f}%"
+        assert served in browser.find_element(By.ID, "subtitle").text and served in card
 
         browser.find_element(By.ID, "file").send_keys(str(upload))
         assert shown(browser, wait) == top_label_of(upload.read_bytes())
@@ -781,6 +792,74 @@ def test_fixed_thread_pools_reach_tensorflow(small_queue_server, client):
     assert (default["intra_op_threads"], default["inter_op_threads"]) == (0, 0)
 
 
+@pytest.fixture(scope="module")
+def ten_view_model(session_dir):
+    """A quick LeNet run with the flip and shifts (10 views at test time), packaged into the
+    test BentoML store under its own name: the session sweep's champion has one view."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.config import load_config
+    from pipeline.selection import package_run
+    from pipeline.sweep import train
+
+    store = session_dir / "mlflow-views"
+    store.mkdir()
+    overrides = quick_overrides(
+        store,
+        "models=[lenet]",
+        "augment.test_flip=true",
+        "augment.test_shift=1",
+        "tracking.promote=false",
+    )
+    previous = mlflow.get_tracking_uri()
+    try:
+        result = train(load_config(paths.CONFIG_DIR / "quick.yaml", overrides))
+        run = MlflowClient().get_run(result.runs[0].run_id)
+        tag = package_run(run, "cnn-test-ten-views")
+    finally:
+        mlflow.set_tracking_uri(previous)  # the session sweep's store, for the tests after
+    return run, tag
+
+
+def test_a_server_told_to_answers_with_fewer_views_than_its_model(
+    ten_view_model, session_dir, test_images
+):
+    """`SERVING_VIEWS=flip` on a 10-view model: the same network, answering with the image and
+    its mirror only, and /metadata says so with the accuracy the run measured for that."""
+    import bentoml
+    import keras
+
+    from pipeline.scoring import softmax
+    from pipeline.test_time import FLIP_ONLY_METRIC, base_model, flip_averaged
+    from serving import threads
+
+    run, tag = ten_view_model
+    images = test_images[0][:8]
+    env = {"SERVING_MODEL": tag, "SERVING_VIEWS": "flip", "SERVING_API_TOKEN": ""}
+    with serving("serving.service:Classifier", env, session_dir / "serve-views.log") as url:
+        info = httpx.post(f"{url}/metadata", timeout=30).json()
+        body = {"pixels": images.tolist(), "k": 10}
+        answer = httpx.post(f"{url}/classify_array", json=body, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert (info["test_time_views"], info["served_views"]) == (10, 2)
+    assert info["served_test_accuracy"] == pytest.approx(run.data.metrics[FLIP_ONLY_METRIC])
+    assert info["test_accuracy"] == pytest.approx(run.data.metrics["test_accuracy"])
+    # The thread pools `auto` gives any averaged model (serving/threads.py), as TensorFlow
+    # reads them back; on 2 cores, (1, 2).
+    pools = threads.choose("auto", multi_view=True, gpu=False, cpus=threads.usable_cpus())
+    assert (info["intra_op_threads"], info["inter_op_threads"]) == (pools.intra_op, pools.inter_op)
+
+    model = keras.saving.load_model(
+        bentoml.models.get(tag).path_of("model.keras"), safe_mode=True, compile=False
+    )
+    pixels = images.astype(np.float32)
+    flip = softmax(np.asarray(flip_averaged(base_model(model))(pixels)))
+    assert_matches(answer.json(), flip, info["class_names"], k=10)
+    # ... which is not what the 10-view model says, so the setting is what took effect.
+    assert not np.allclose(flip, softmax(np.asarray(model(pixels))), atol=1e-4)
+
+
 def project_modules_missing_from(src: Path, entry: str) -> set[str]:
     """The project modules that `entry` imports, directly or not, and that `src` lacks.
 
@@ -840,7 +919,8 @@ def test_the_bento_service_loads_without_mlflow_scikit_learn_or_training_modules
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     loaded = set(ast.literal_eval(proc.stdout.strip().splitlines()[-1]))
-    assert loaded == {"pipeline", "pipeline.model_card", "pipeline.preprocess", "pipeline.scoring"}
+    shared = {"pipeline." + Path(p).stem for p in SHARED_MODULES} - {"pipeline.__init__"}
+    assert loaded == {"pipeline", *shared}
     manifest = yaml.safe_load((path / "bento.yaml").read_text())
     services = {s["name"]: s for s in manifest["services"]}
     assert services["cnn_classifier"]["models"][0]["tag"].startswith("cnn-classifier:")
