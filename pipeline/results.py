@@ -226,8 +226,8 @@ sweeps' whole times are below. "recipe" is read from each run's logged configura
 and its mirror image (`augment.test_flip`), so it costs twice the MACs/image shown, which are
 one pass of the trained network; with "shifts", each of those views is also averaged moved
 that many pixels up, down, left and right (`augment.test_shift`), 10 passes in all, and the
-sweeps' tables below give such a run's accuracy with the flip alone ("flip only"). "one view" is the
-same run's network evaluated on the test images alone, which measures what the views add.
+sweeps' tables below give such a run's accuracy with the flip alone ("flip only"). "one view"
+is the same run's network evaluated on the test images alone: what the views add.
 
 {results.to_markdown(index=False)}
 

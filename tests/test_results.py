@@ -9,7 +9,7 @@ from pipeline import paths
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.results import write_results
-from pipeline.test_time import ONE_VIEW_METRIC
+from pipeline.test_time import FLIP_ONLY_METRIC, ONE_VIEW_METRIC
 from tests.helpers import quick_overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.dataset]
@@ -37,6 +37,7 @@ def test_the_report_is_written_from_a_run_on_all_the_data(tmp_path):
             "data.test_limit=null",
             "train.epochs=1",
             "augment.test_flip=true",
+            "augment.test_shift=1",
             "tracking.experiment=results-test",
             # Its own name: promoting into the session's BentoML store under the shared
             # name would make this LeNet the `latest` that the service tests serve.
@@ -52,9 +53,17 @@ def test_the_report_is_written_from_a_run_on_all_the_data(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| lenet"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert float(cells[1]) == pytest.approx(run.test_accuracy, abs=5e-5)  # test accuracy
-    logged = MlflowClient().get_run(run.run_id).data.metrics[ONE_VIEW_METRIC]
-    assert float(cells[2]) == pytest.approx(logged, abs=5e-5)  # the network without the flip
-    assert "test-time flip" in row  # the recipe says so
+    metrics = MlflowClient().get_run(run.run_id).data.metrics
+    assert float(cells[2]) == pytest.approx(metrics[ONE_VIEW_METRIC], abs=5e-5)  # one view
+    assert "test-time flip + shifts 1 px (10 views)" in row  # the recipe says so
+    # The sweep's table gives the flip alone beside them: what the shifts add.
+    section = text[text.index("### Sweep `sweep-lenet`") :]
+    header = next(line for line in section.splitlines() if line.startswith("| model"))
+    sweep_row = next(line for line in section.splitlines() if line.startswith("| lenet"))
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    values = [cell.strip() for cell in sweep_row.strip("|").split("|")]
+    flip_only = float(values[columns.index("flip only")])
+    assert flip_only == pytest.approx(metrics[FLIP_ONLY_METRIC], abs=5e-5)
     assert run.run_id in row and "0.915" in row  # the run and LeNet's target
     assert f"Champion: **lenet**, `{config.tracking.registered_model}` version\n1" in text
     assert "### Sweep `sweep-lenet`" in text and sweep.parent_run_id in text

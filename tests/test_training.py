@@ -166,7 +166,8 @@ def test_the_training_core_imports_and_fits_with_mlflow_not_installed():
         images = garments(16)
         labels = np.arange(16) % 10
         splits = Splits(spec_for((28, 28, 1)), images, labels, images, labels, images, labels)
-        config = load_config("configs/zoo.yaml", ["train.epochs=1", "train.warmup_epochs=0"])
+        overrides = ["per_model.lenet.train.epochs=1", "train.warmup_epochs=0"]
+        config = load_config("configs/zoo.yaml", overrides)
         prepared = training.prepare("lenet", config.for_run("lenet"), splits)
         fitted = training.fit(prepared, verbose=0)
         assert "mlflow" not in sys.modules
