@@ -99,8 +99,8 @@ def recipe(run: pd.Series) -> str:
     if flip or shift:
         views = ["flip"] if flip else []
         if shift:
-            count = Views(flip=flip, shift=1).count
-            views.append(f"shifts {_param(run, 'augment.test_shift')} px ({count} views)")
+            pixels = _param(run, "augment.test_shift")
+            views.append(f"shifts {pixels} px ({Views(flip, int(pixels)).count} views)")
         parts.append("test-time " + " + ".join(views))
     smoothing = _param(run, "train.label_smoothing")
     if smoothing not in (None, "0.0"):
@@ -131,8 +131,8 @@ def sweep_sections(runs: pd.DataFrame) -> str:
         frame = pd.DataFrame(
             {
                 "test accuracy": accuracy.round(4),
-                "one view": [_one_view(run) for _, run in rows.iterrows()],
-                "flip only": [_one_view(run, FLIP_ONLY_METRIC) for _, run in rows.iterrows()],
+                "one view": [_fewer_views(run) for _, run in rows.iterrows()],
+                "flip only": [_fewer_views(run, FLIP_ONLY_METRIC) for _, run in rows.iterrows()],
                 "target": targets,
                 "meets target": (accuracy >= targets).map({True: "yes", False: "no"}),
                 "epochs": rows["metrics.epochs_trained"].astype(int),
@@ -153,7 +153,7 @@ def sweep_sections(runs: pd.DataFrame) -> str:
     return "\n".join(sections)
 
 
-def _one_view(run: pd.Series, metric: str = ONE_VIEW_METRIC) -> float | str:
+def _fewer_views(run: pd.Series, metric: str = ONE_VIEW_METRIC) -> float | str:
     """A view-averaged run's test accuracy with fewer views; "" for a run without them."""
     value = run.get(f"metrics.{metric}")
     return "" if value is None or pd.isna(value) else round(float(value), 4)
@@ -170,7 +170,7 @@ def table(best: pd.DataFrame) -> pd.DataFrame:
             {
                 "model": model,
                 "test accuracy": round(accuracy, 4),
-                "one view": _one_view(run),
+                "one view": _fewer_views(run),
                 "macro F1": round(run["metrics.test_macro_f1"], 4),
                 "parameters": int(run["metrics.model_params"]),
                 "MACs/image": int(run["params.describe.macs_per_image"]),

@@ -41,8 +41,9 @@ class Views:
         return (2 if self.flip else 1) * (5 if self.shift else 1)
 
     def suffix(self) -> str:
+        """The wrapper's name suffix (`_SUFFIX` reads it back); one view has no wrapper."""
         if not self.shift:
-            return FLIP_SUFFIX
+            return FLIP_SUFFIX if self.flip else ""
         return f"_{'flip_' if self.flip else ''}shift{self.shift}_averaged"
 
 

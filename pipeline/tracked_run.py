@@ -217,10 +217,10 @@ def train_model(
         }
         # What the views are worth, measured on the same images: the network's accuracy
         # alone and, when shifts are averaged too, with the flip alone.
-        fewer = {ONE_VIEW_METRIC: Views()}
+        fewer = {ONE_VIEW_METRIC: Views()} if views.count > 1 else {}
         if views.shift and views.flip:
             fewer[FLIP_ONLY_METRIC] = Views(flip=True)
-        for metric, subset in fewer.items() if views.count > 1 else ():
+        for metric, subset in fewer.items():
             logits = predict_logits(views_averaged(prepared.model, subset), splits.x_test)
             summary[metric] = report(
                 splits.y_test, logits.argmax(axis=1), splits.spec.class_names

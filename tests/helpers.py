@@ -14,6 +14,7 @@ from PIL import Image
 
 from pipeline import paths
 from pipeline.data import DataSpec
+from pipeline.model_card import ModelCard
 
 #: The only project modules a bento holds besides serving/ (bentofile.yaml): those serving
 #: shares with training, which import no training code.
@@ -97,3 +98,22 @@ def garments(count: int, seed: int = 0) -> np.ndarray:
         image += rng.normal(0.0, 14.0, image.shape).astype(np.float32) * (image > 0)
         out[i, ..., 0] = np.clip(image, 0, 255).astype(np.uint8)
     return out
+
+
+#: A flip-averaged VGG's model card, as `package_run` writes it: what card tests vary.
+CARD = ModelCard(
+    architecture="vgg",
+    dataset="fashion_mnist",
+    class_names=("T-shirt/top", "Trouser", "Pullover"),
+    input_shape=(28, 28, 1),
+    mean=(0.286,),
+    std=(0.353,),
+    normalisation="pixels/255, then (x - mean) / std per channel, inside the model",
+    precision="mixed_bfloat16",
+    test_time_flip=True,
+    run_id="0a019b9e",
+    registered_model="cnn-classifier",
+    registry_version="2",
+    test_accuracy=0.9334,
+    test_macro_f1=0.9333,
+)

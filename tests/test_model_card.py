@@ -12,24 +12,7 @@ import yaml
 
 from pipeline import paths
 from pipeline.model_card import ModelCard, ModelCardError
-from tests.helpers import SHARED_MODULES
-
-CARD = ModelCard(
-    architecture="vgg",
-    dataset="fashion_mnist",
-    class_names=("T-shirt/top", "Trouser", "Pullover"),
-    input_shape=(28, 28, 1),
-    mean=(0.286,),
-    std=(0.353,),
-    normalisation="pixels/255, then (x - mean) / std per channel, inside the model",
-    precision="mixed_bfloat16",
-    test_time_flip=True,
-    run_id="0a019b9e",
-    registered_model="cnn-classifier",
-    registry_version="2",
-    test_accuracy=0.9334,
-    test_macro_f1=0.9333,
-)
+from tests.helpers import CARD, SHARED_MODULES
 
 
 def test_the_card_survives_the_metadata_round_trip():

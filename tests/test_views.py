@@ -8,29 +8,17 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.model_card import ModelCard
 from pipeline.models import build_model
 from pipeline.test_time import Views, base_model, flip_averaged, views_averaged, views_of
 from serving import views
 from serving.views import ServedViews
-from tests.helpers import spec_for
+from tests.helpers import CARD, spec_for
 
 #: A card of a model with the flip and shifts (10 views), as `package_run` writes it.
-TEN_VIEWS = ModelCard(
+TEN_VIEWS = dataclasses.replace(
+    CARD,
     architecture="googlenet",
-    dataset="fashion_mnist",
-    class_names=("T-shirt/top", "Trouser"),
-    input_shape=(28, 28, 1),
-    mean=(0.286,),
-    std=(0.353,),
-    normalisation="inside the model",
-    precision="mixed_bfloat16",
-    test_time_flip=True,
-    run_id="c00acb87",
-    registered_model="",
-    registry_version="",
     test_accuracy=0.9356,
-    test_macro_f1=0.9352,
     test_time_views=10,
     test_accuracy_one_view=0.9322,
     test_accuracy_flip_only=0.9339,
