@@ -1,6 +1,8 @@
 """The served model's call alone (`predict_on_batch`, as the service makes it), by TensorFlow
 thread pools: what `SERVING_TF_THREADS=auto` picks (serving/threads.py) against TensorFlow's
-defaults, each setting in its own process (the pools are process-wide), in turns.
+defaults, each setting in its own process (the pools are process-wide), in turns; and, under
+`auto`, the fused inference batch norm the service runs (serving/batch_norm.py) against Keras'
+own in the same process.
 
 `python -m bench.model_call TAG SETTING` measures one process and prints one `BENCH` line.
 """
@@ -30,7 +32,7 @@ def measure(model_tag: str, setting: str) -> dict:
     import bentoml
 
     from pipeline.model_card import ModelCard
-    from serving import threads
+    from serving import batch_norm, threads
 
     stored = bentoml.models.get(model_tag)
     card = ModelCard.from_dict(stored.info.metadata)
@@ -47,7 +49,11 @@ def measure(model_tag: str, setting: str) -> dict:
 
     from pipeline.test_time import base_model
 
-    model = keras.saving.load_model(stored.path_of("model.keras"), safe_mode=True, compile=False)
+    def load() -> keras.Model:
+        return keras.saving.load_model(stored.path_of("model.keras"), safe_mode=True, compile=False)
+
+    model, keras_bn = load(), load()
+    fused = batch_norm.fuse(model)
     pixels = np.random.default_rng(0).integers(0, 256, (max(BATCHES), *card.input_shape))
     pixels = pixels.astype(np.float32)
 
@@ -68,9 +74,12 @@ def measure(model_tag: str, setting: str) -> dict:
         "intra_op": pools.intra_op,
         "inter_op": pools.inter_op,
         "test_time_flip": card.test_time_flip,
+        "fused_batch_norm_layers": fused,
     }
     for batch in BATCHES:
         row[f"b{batch}_ms"] = median_ms(model, batch)
+        if setting == "auto":
+            row[f"b{batch}_keras_bn_ms"] = median_ms(keras_bn, batch)
         if setting == "default" and network is not model:
             row[f"b{batch}_one_view_ms"] = median_ms(network, batch)
     return row
@@ -91,6 +100,7 @@ def render(raw: dict) -> str:
     rows = pd.DataFrame(raw["rows"])
     auto, default = rows[rows.setting == "auto"], rows[rows.setting == "default"]
     pools = f"intra-op {auto.intra_op.iloc[0]}, inter-op {auto.inter_op.iloc[0]}"
+    fused = int(auto.fused_batch_norm_layers.iloc[0])
     flip = bool(auto.test_time_flip.iloc[0])
     table = []
     for batch in BATCHES:
@@ -101,6 +111,9 @@ def render(raw: dict) -> str:
             "auto, ms": a.median(),
             "auto / defaults": (a / d).median(),
         }
+        keras_bn = auto.set_index("round")[f"b{batch}_keras_bn_ms"]
+        entry["auto, Keras BN, ms"] = keras_bn.median()
+        entry["fused BN / Keras BN"] = (a / keras_bn).median()
         if f"b{batch}_one_view_ms" in default:
             one = default.set_index("round")[f"b{batch}_one_view_ms"]
             entry["one view, defaults, ms"] = one.median()
@@ -118,7 +131,10 @@ def render(raw: dict) -> str:
 `bench/model_call.py`, the champion `{raw["model_tag"]}`: `predict_on_batch` alone, median
 milliseconds per call. `auto` is what the service runs (`SERVING_TF_THREADS`, serving/threads.py);
 here it chose {pools}: {what}. Each setting runs in its own process, the two in turns, {ROUNDS}
-rounds; each ratio is the median over rounds of that round's ratio.{
+rounds; each ratio is the median over rounds of that round's ratio. Every column but `Keras BN`
+computes batch norm in TensorFlow's fused inference kernel, as the service does
+(`SERVING_BATCH_NORM=fused`, serving/batch_norm.py; {fused} layers of this model); `Keras BN` is
+the same model with Keras' own batch norm, timed in the `auto` process beside it.{
         " `one view` is the network inside the model on the images alone (TensorFlow's defaults)."
         if flip
         else ""

@@ -8,6 +8,7 @@ serving/batching.py for why the model is not a second service.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import os
@@ -26,7 +27,7 @@ from starlette.responses import JSONResponse
 from pipeline.model_card import ModelCard
 from pipeline.preprocess import ImageDecodeError, ImageShape
 from pipeline.scoring import softmax, top_k
-from serving import connections, demo, threads, upstream, views
+from serving import batch_norm, connections, demo, threads, upstream, views
 from serving import settings as settings_module
 from serving.batching import CorkBatcher, EagerBatcher, Overloaded
 from serving.decoding import Decoder, NamedImage
@@ -99,6 +100,11 @@ class ModelInfo(BaseModel):
     #: TensorFlow's CPU thread pools as it reports them; 0 is its default (serving/threads.py).
     intra_op_threads: int
     inter_op_threads: int
+    #: Batch-norm layers computed in TensorFlow's fused inference kernel (serving/batch_norm.py).
+    fused_batch_norm_layers: int
+    #: The package of the worker's asyncio event loop: `uvloop` where it is installed, as
+    #: uvicorn picks it (pyproject.toml), else `asyncio`.
+    event_loop: str = ""
 
 
 def _numbers_array(pixels: list) -> np.ndarray:
@@ -186,6 +192,7 @@ class Classifier:
             ),
             served,
         )
+        fused = batch_norm.fuse(self.model) if SETTINGS.batch_norm == "fused" else 0
         stored = self.bento_model
         # Warm-up traces the predict function so the first request is not the slow one.
         for batch in (1, 8):
@@ -205,6 +212,7 @@ class Classifier:
             max_images_per_request=SETTINGS.max_images,
             intra_op_threads=pools.intra_op,
             inter_op_threads=pools.inter_op,
+            fused_batch_norm_layers=fused,
             served_views=served.count,
             served_test_accuracy=served.test_accuracy,
             **card.to_dict(),
@@ -308,9 +316,10 @@ class Classifier:
         return await self._top_k(array, k)
 
     @bentoml.api
-    def metadata(self) -> ModelInfo:
+    async def metadata(self) -> ModelInfo:
         """Which model answers: name, version, run id, classes, input shape, test accuracy."""
-        return self.info
+        loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+        return self.info.model_copy(update={"event_loop": loop})
 
     @bentoml.api
     def noop(self) -> dict:

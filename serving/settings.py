@@ -40,6 +40,7 @@ def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
 
 
 BATCHERS = ("eager", "cork", "none")
+BATCH_NORMS = ("fused", "keras")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,9 @@ class Settings:
     workers: int
     #: Views of each image the model averages: `model`, `flip` or `one` (serving/views.py).
     views: str = "model"
+    #: Inference batch norm in TensorFlow's fused kernel (`fused`) or Keras' own ops
+    #: (`keras`; only to measure what fusing buys): serving/batch_norm.py.
+    batch_norm: str = "fused"
 
 
 def load() -> Settings:
@@ -114,4 +118,5 @@ def load() -> Settings:
         tf_threads=threads.parse(os.environ.get("SERVING_TF_THREADS", "auto")),
         workers=_int("SERVING_WORKERS", 1),
         views=_choice("SERVING_VIEWS", views.CHOICES, "model"),
+        batch_norm=_choice("SERVING_BATCH_NORM", BATCH_NORMS, "fused"),
     )

@@ -166,6 +166,8 @@ def test_metadata_names_the_champion(client, sweep):
     assert info["test_time_flip"] is sweep["config"].augment.test_flip is False
     assert info["test_time_views"] == info["served_views"] == 1
     assert info["served_test_accuracy"] == info["test_accuracy"]
+    assert info["fused_batch_norm_layers"] == 0  # the quick sweep trains without batch norm
+    assert info["event_loop"] == "uvloop"
 
 
 def test_classify_files_equals_the_local_model(client, test_images, local_probs):
@@ -794,8 +796,9 @@ def test_fixed_thread_pools_reach_tensorflow(small_queue_server, client):
 
 @pytest.fixture(scope="module")
 def ten_view_model(session_dir):
-    """A quick LeNet run with the flip and shifts (10 views at test time), packaged into the
-    test BentoML store under its own name: the session sweep's champion has one view."""
+    """A quick LeNet run with the flip, shifts (10 views at test time) and batch norm, packaged
+    into the test BentoML store under its own name: the session sweep's champion has one view
+    and no batch norm."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -810,6 +813,7 @@ def ten_view_model(session_dir):
         "models=[lenet]",
         "augment.test_flip=true",
         "augment.test_shift=1",
+        "model.batch_norm=true",
         "tracking.promote=false",
     )
     previous = mlflow.get_tracking_uri()
@@ -854,6 +858,13 @@ def test_a_server_told_to_answers_with_fewer_views_than_its_model(
         bentoml.models.get(tag).path_of("model.keras"), safe_mode=True, compile=False
     )
     pixels = images.astype(np.float32)
+    # The server computes batch norm in TensorFlow's fused kernel (serving/batch_norm.py), the
+    # reference in Keras' own ops: the same answers.
+    layers = model._flatten_layers(include_self=False, recursive=True)
+    assert info["fused_batch_norm_layers"] == sum(
+        isinstance(layer, keras.layers.BatchNormalization) for layer in layers
+    )
+    assert info["fused_batch_norm_layers"] > 0
     flip = softmax(np.asarray(flip_averaged(base_model(model))(pixels)))
     assert_matches(answer.json(), flip, info["class_names"], k=10)
     # ... which is not what the 10-view model says, so the setting is what took effect.
