@@ -96,11 +96,19 @@ def run(model_tag: str) -> dict:
     return {"model_tag": model_tag, "rows": rows}
 
 
+FUSED = """ Every column but `Keras BN`
+computes batch norm in TensorFlow's fused inference kernel, as the service does
+(`SERVING_BATCH_NORM=fused`, serving/batch_norm.py; {} layers of this model); `Keras BN` is
+the same model with Keras' own batch norm, timed in the `auto` process beside it."""
+
+
 def render(raw: dict) -> str:
     rows = pd.DataFrame(raw["rows"])
     auto, default = rows[rows.setting == "auto"], rows[rows.setting == "default"]
     pools = f"intra-op {auto.intra_op.iloc[0]}, inter-op {auto.inter_op.iloc[0]}"
-    fused = int(auto.fused_batch_norm_layers.iloc[0])
+    # Figures from before the fused batch norm have no Keras BN column.
+    fused = int(auto.fused_batch_norm_layers.iloc[0]) if "b1_keras_bn_ms" in auto else 0
+    fused_text = FUSED.format(fused) if fused else ""
     flip = bool(auto.test_time_flip.iloc[0])
     table = []
     for batch in BATCHES:
@@ -111,9 +119,10 @@ def render(raw: dict) -> str:
             "auto, ms": a.median(),
             "auto / defaults": (a / d).median(),
         }
-        keras_bn = auto.set_index("round")[f"b{batch}_keras_bn_ms"]
-        entry["auto, Keras BN, ms"] = keras_bn.median()
-        entry["fused BN / Keras BN"] = (a / keras_bn).median()
+        if fused:
+            keras_bn = auto.set_index("round")[f"b{batch}_keras_bn_ms"]
+            entry["auto, Keras BN, ms"] = keras_bn.median()
+            entry["fused BN / Keras BN"] = (a / keras_bn).median()
         if f"b{batch}_one_view_ms" in default:
             one = default.set_index("round")[f"b{batch}_one_view_ms"]
             entry["one view, defaults, ms"] = one.median()
@@ -131,10 +140,7 @@ def render(raw: dict) -> str:
 `bench/model_call.py`, the champion `{raw["model_tag"]}`: `predict_on_batch` alone, median
 milliseconds per call. `auto` is what the service runs (`SERVING_TF_THREADS`, serving/threads.py);
 here it chose {pools}: {what}. Each setting runs in its own process, the two in turns, {ROUNDS}
-rounds; each ratio is the median over rounds of that round's ratio. Every column but `Keras BN`
-computes batch norm in TensorFlow's fused inference kernel, as the service does
-(`SERVING_BATCH_NORM=fused`, serving/batch_norm.py; {fused} layers of this model); `Keras BN` is
-the same model with Keras' own batch norm, timed in the `auto` process beside it.{
+rounds; each ratio is the median over rounds of that round's ratio.{fused_text}{
         " `one view` is the network inside the model on the images alone (TensorFlow's defaults)."
         if flip
         else ""

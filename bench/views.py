@@ -1,17 +1,21 @@
-"""What the test-time views cost in serving: the champion served with every view its model
-averages (`SERVING_VIEWS=model`) against fewer (`flip`, `one`), one server of each per repeat,
-in turns.
+"""Serving choices side by side: the champion served as the defaults serve it (every view its
+model averages, fused batch norm, uvloop) against fewer views (`SERVING_VIEWS=flip`, `one`),
+Keras' own batch norm (`SERVING_BATCH_NORM=keras`) and asyncio's event loop, one server of
+each per repeat, in turns.
 
 Each server answers one PNG at 1 client (fresh), then a burst of 64-image requests (PNG, then
 JSON arrays) at 32 clients, then one PNG at 1 client again: the latency and throughput aims of
-docs/BENCHMARKS.md, for each choice an operator has, with the accuracy the model's run measured
-for it (from the model card, as `/metadata` reports it).
+docs/BENCHMARKS.md, for each choice, with the accuracy the model's run measured for its views
+(from the model card, as `/metadata` reports it).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import httpx
 import pandas as pd
 
 from bench.history import three_digits
@@ -25,32 +29,69 @@ BURST_CLIENTS = 32
 REPEATS = 3
 
 
-def settings_for(card: ModelCard) -> list[views.ServedViews]:
-    """Every `SERVING_VIEWS` choice that serves a different number of views of this model."""
-    served: dict[int, views.ServedViews] = {}
-    for setting in views.CHOICES:
+@dataclass(frozen=True)
+class Arm:
+    """One way to serve the champion: its label, the settings that differ from the defaults,
+    its views and their test accuracy, and the event loop its worker must report."""
+
+    label: str
+    views: views.ServedViews
+    env: dict[str, str] = field(default_factory=dict)
+    event_loop: str = "uvloop"
+
+
+#: The label of the defaults, which every ratio is taken over.
+DEFAULTS = "defaults"
+
+
+def arms_for(card: ModelCard, work: Path) -> list[Arm]:
+    """The defaults; every `SERVING_VIEWS` choice that serves fewer views of this model; and
+    the defaults with Keras' batch norm, and on asyncio's loop (uvloop hidden from uvicorn by
+    a module of that name that fails to import, so it falls back as where it is absent)."""
+    arms = [Arm(DEFAULTS, views.choose("model", card))]
+    for setting in views.CHOICES[1:]:
         try:
             choice = views.choose(setting, card)
         except SystemExit:  # `flip` of a model that never averaged it
             continue
-        served.setdefault(choice.count, choice)
-    return list(served.values())
+        if choice.count not in {a.views.count for a in arms}:
+            arms.append(Arm(f"SERVING_VIEWS={setting}", choice, {"SERVING_VIEWS": setting}))
+    hidden = work / "no-uvloop"
+    (hidden / "uvloop").mkdir(parents=True, exist_ok=True)
+    (hidden / "uvloop" / "__init__.py").write_text(
+        'raise ImportError("hidden by bench/views.py")\n'
+    )
+    return [
+        *arms,
+        Arm("SERVING_BATCH_NORM=keras", arms[0].views, {"SERVING_BATCH_NORM": "keras"}),
+        Arm("asyncio event loop", arms[0].views, {"PYTHONPATH": str(hidden)}, "asyncio"),
+    ]
+
+
+def _check(url: str, arm: Arm) -> dict:
+    """The worker's /metadata, after checking that it serves what `arm` says."""
+    info = httpx.post(f"{url}/metadata", timeout=30).json()
+    assert info["served_views"] == arm.views.count, (arm.label, info["served_views"])
+    assert info["event_loop"] == arm.event_loop, (arm.label, info["event_loop"])
+    keras_bn = arm.env.get("SERVING_BATCH_NORM") == "keras"
+    assert (info["fused_batch_norm_layers"] == 0) == keras_bn, (arm.label, info)
+    return info
 
 
 def run(model_tag: str) -> dict:
     import bentoml
 
     card = ModelCard.from_dict(bentoml.models.get(model_tag).info.metadata)
-    choices = settings_for(card)
     work = workdir()
+    arms = arms_for(card, work)
     bodies = request_bodies(work)
     rows: list[dict] = []
     for repeat in range(REPEATS):
-        order = choices if repeat % 2 == 0 else choices[::-1]
-        for choice in order:
-            server = Server("eager", model_tag, {"SERVING_VIEWS": choice.setting})
-            row = {"setting": choice.setting, "views": choice.count, "repeat": repeat}
+        for arm in arms if repeat % 2 == 0 else arms[::-1]:
+            server = Server("eager", model_tag, arm.env)
+            row = {"served": arm.label, "views": arm.views.count, "repeat": repeat}
             try:
+                row["fused BN layers"] = _check(server.url, arm)["fused_batch_norm_layers"]
                 for phase, body, clients, seconds in (
                     ("fresh p50 ms", "classify x1", 1, PROBE_S),
                     ("classify x64 images/s", "classify x64", BURST_CLIENTS, BURST_S),
@@ -65,36 +106,37 @@ def run(model_tag: str) -> dict:
                 server.stop()
             rows.append(row)
             print(json.dumps(row), flush=True)
-    accuracy = {c.count: c.test_accuracy for c in choices}
-    return {"rows": rows, "accuracy": accuracy, "model_tag": model_tag}
+    accuracy = {a.label: a.views.test_accuracy for a in arms}
+    return {"rows": rows, "accuracy": accuracy, "model_tag": model_tag, "arms": len(arms)}
 
 
 def summary(raw: dict) -> pd.DataFrame:
-    """Per choice: medians over the repeats, and the medians of each repeat's figure over the
-    same repeat's figure with the model's own views (`SERVING_VIEWS=model`, always measured)."""
+    """Per arm: medians over the repeats, and the medians of each repeat's figure over the
+    same repeat's figure with the defaults."""
     df = pd.DataFrame(raw["rows"])
     figures = [c for c in df.columns if c.endswith(("ms", "images/s"))]
-    per = df.set_index(["repeat", "views"])[figures]
-    own = int(df.loc[df["setting"] == "model", "views"].iloc[0])
-    ratios = per.div(per.xs(own, level="views").reindex(per.index.droplevel("views")).to_numpy())
-    out = per.groupby(level="views").median()
+    per = df.set_index(["repeat", "served"])[figures]
+    defaults = per.xs(DEFAULTS, level="served").reindex(per.index.droplevel("served"))
+    ratios = per.div(defaults.to_numpy())
+    order = list(dict.fromkeys(df["served"]))
+    out = per.groupby(level="served").median().reindex(order)
     for figure, label in RATIOS.items():
-        out[label] = ratios[figure].groupby(level="views").median()
-    out.insert(0, "SERVING_VIEWS", df.groupby("views")["setting"].first())
-    accuracy = {int(k): v for k, v in raw["accuracy"].items()}
+        out[label] = ratios[figure].groupby(level="served").median()
+    out.insert(0, "views", df.groupby("served")["views"].first())
+    out.insert(1, "fused BN layers", df.groupby("served")["fused BN layers"].first())
+    accuracy = raw["accuracy"]
     out.insert(
-        1,
-        "test accuracy",
-        [f"{accuracy[int(v)]:.4f}" if accuracy.get(int(v)) else "" for v in out.index],
+        2, "test accuracy", [f"{accuracy[a]:.4f}" if accuracy.get(a) else "" for a in out.index]
     )
-    out["errors"] = df.groupby("views")["errors"].sum()
-    return out.reset_index().sort_values("views", ascending=False)
+    out["errors"] = df.groupby("served")["errors"].sum()
+    return out.reset_index()
 
 
-#: The figures given as ratios to the model's own views, and their column names.
+#: The figures given as ratios to the defaults', and their column names.
 RATIOS = {
-    "after the bursts p50 ms": "p50 after / model's views",
-    "array x64 images/s": "array x64 / model's views",
+    "fresh p50 ms": "fresh p50 / defaults",
+    "after the bursts p50 ms": "p50 after / defaults",
+    "array x64 images/s": "array x64 / defaults",
 }
 
 
@@ -105,16 +147,20 @@ def render(raw: dict) -> str:
         if "date" in raw
         else ""
     )
-    return f"""## What the test-time views cost in serving
+    return f"""## Serving choices side by side: test-time views, batch norm, event loop
 
-`bench/views.py` (`make bench-views`). The champion, `{raw["model_tag"]}`, served with each
-`SERVING_VIEWS` choice that changes its passes per image (serving/views.py): one worker, the
-eager batcher, {REPEATS} repeats, the choices in turns, a fresh server for each. Per server:
-one PNG at 1 client for {PROBE_S} s (`fresh`), {BURST_S} s of 64-image requests at
-{BURST_CLIENTS} clients as PNG uploads and then as JSON arrays, and one PNG at 1 client again.
-Figures are medians over the repeats; `/ model's views` is the median of each repeat's figure
-over the same repeat's figure with the model's own views. "test accuracy" is what the model's
-run measured with those views (the model card; blank where the run did not measure it).{measured}
+`bench/views.py` (`make bench-views`). The champion, `{raw["model_tag"]}`, served by one worker
+with the eager batcher: as the defaults serve it (every view the model averages, batch norm in
+TensorFlow's fused kernel, uvicorn on uvloop); with each `SERVING_VIEWS` choice that changes
+its passes per image (serving/views.py); with Keras' own batch norm (`SERVING_BATCH_NORM=keras`,
+serving/batch_norm.py); and on asyncio's event loop (uvloop hidden from the worker). Each
+server's /metadata is checked for its views, fused layers and event loop before it is
+measured. {REPEATS} repeats, the arms in turns, a fresh server for each. Per server: one PNG
+at 1 client for {PROBE_S} s (`fresh`), {BURST_S} s of 64-image requests at {BURST_CLIENTS}
+clients as PNG uploads and then as JSON arrays, and one PNG at 1 client again. Figures are
+medians over the repeats; `/ defaults` is the median of each repeat's figure over the same
+repeat's figure with the defaults. "test accuracy" is what the model's run measured with those
+views (the model card; blank where the run did not measure it).{measured}
 
 {three_digits(table).to_markdown(index=False)}
 """
