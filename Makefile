@@ -88,7 +88,7 @@ bench-training: setup ## Training benchmarks again, keeping the serving figures 
 bench-zoo: setup ## The zoo loop's augmentation and batch-norm benchmark again, keeping the rest
 	$(BIN)/python -m bench.run --zoo
 
-bench-views: setup ## What the champion's test-time views cost in serving (SERVING_VIEWS) again, keeping the rest
+bench-views: setup ## Serving choices side by side (views, batch norm, event loop) again, keeping the rest
 	$(BIN)/python -m bench.run --views
 
 bench-soak: setup ## The 10-minute serving soak again, keeping the rest -> docs/BENCHMARKS.md

@@ -364,15 +364,20 @@ def _serving_summary(s: pd.DataFrame) -> pd.DataFrame:
 RAW = paths.DOCS_DIR / "benchmarks.json"
 
 
+#: Each measures some sections again and keeps the others' figures.
+PARTIAL_FLAGS = frozenset({"--serving", "--training", "--zoo", "--soak", "--faults", "--views"})
+
+
 def main() -> None:
     """Measure and write the raw figures and the document.
 
     `--render` re-renders the JSON; `--serving` measures serving again (throughput, the model
-    call by thread pools, latency after load, MLflow's server as a peer) and keeps the training
-    figures (about 55 minutes on 2 cores); `--training` does the reverse; `--zoo` measures
-    only the zoo loop's augmentation and batch norm (about 10 minutes); `--soak` only the
+    call by thread pools, latency after load, the serving choices side by side, MLflow's server
+    as a peer) and keeps the training figures (about 60 minutes on 2 cores); `--training` does
+    the reverse; `--zoo` measures only the zoo loop's augmentation and batch norm (about 10
+    minutes); `--soak` only the
     10-minute soak; `--faults` only the decode floods and the killed worker (about 5 minutes);
-    `--views` only what the test-time views cost in serving (about 5 minutes).
+    `--views` only the serving choices side by side (about 10 minutes).
     """
     if "--render" in sys.argv:
         raw = json.loads(RAW.read_text())
@@ -381,13 +386,11 @@ def main() -> None:
         peak = matmul_peak_gflops()
         print(f"machine: {machine}, matmul peak {peak:.0f} GFLOP/s", flush=True)
         today = datetime.date.today().isoformat()
-        partial = {"--serving", "--training", "--zoo", "--soak", "--faults", "--views"} & set(
-            sys.argv
-        )
+        partial = PARTIAL_FLAGS & set(sys.argv)
         if partial:
             raw = json.loads(RAW.read_text())
             # Each section is measured whole and names its own machine; ratios never cross them.
-        if not {"--serving", "--zoo", "--soak", "--faults", "--views"} & set(sys.argv):
+        if not (PARTIAL_FLAGS - {"--training"}) & set(sys.argv):
             raw = {
                 **(raw if partial else {}),
                 "date": today,

@@ -68,6 +68,7 @@ def test_training_calls_and_other_axes_keep_keras_code():
 def test_the_setting_chooses_keras_batch_norm_or_refuses_in_one_line(monkeypatch):
     from serving import settings
 
+    monkeypatch.delenv("SERVING_BATCH_NORM", raising=False)
     assert settings.load().batch_norm == "fused"
     monkeypatch.setenv("SERVING_BATCH_NORM", "keras")
     assert settings.load().batch_norm == "keras"
