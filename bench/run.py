@@ -365,7 +365,10 @@ RAW = paths.DOCS_DIR / "benchmarks.json"
 
 
 #: Each measures some sections again and keeps the others' figures.
-PARTIAL_FLAGS = frozenset({"--serving", "--training", "--zoo", "--soak", "--faults", "--views"})
+PARTIAL_FLAGS = frozenset(
+    {"--serving", "--training", "--zoo", "--soak", "--faults", "--views", "--model-call"}
+)
+FLAGS = PARTIAL_FLAGS | {"--render"}
 
 
 def main() -> None:
@@ -377,8 +380,15 @@ def main() -> None:
     the reverse; `--zoo` measures only the zoo loop's augmentation and batch norm (about 10
     minutes); `--soak` only the
     10-minute soak; `--faults` only the decode floods and the killed worker (about 5 minutes);
-    `--views` only the serving choices side by side (about 10 minutes).
+    `--views` only the serving choices side by side (about 10 minutes); `--model-call` only
+    the model call by thread pools (about 5 minutes). Anything else stops with the usage.
     """
+    unknown = [arg for arg in sys.argv[1:] if arg not in FLAGS]
+    if unknown:
+        raise SystemExit(
+            f"bench.run: unknown {' '.join(unknown)}; use no flag (everything) or any of "
+            f"{' '.join(sorted(FLAGS))}"
+        )
     if "--render" in sys.argv:
         raw = json.loads(RAW.read_text())
     else:
@@ -423,6 +433,8 @@ def main() -> None:
         if "--views" in sys.argv:
             champion = next(iter(served_models().values()))
             raw |= {"views": {**views.run(champion), "date": today, "peak": peak}}
+        if "--model-call" in sys.argv:
+            raw |= {"model_call": model_call.run(next(iter(served_models().values())))}
         if not partial or "--soak" in sys.argv:
             raw |= {"soak": {**soak.run(next(iter(served_models().values()))), "machine": machine}}
         if not partial or "--faults" in sys.argv:
