@@ -1,8 +1,9 @@
-"""The served model's call alone (`predict_on_batch`, as the service makes it), by TensorFlow
-thread pools: what `SERVING_TF_THREADS=auto` picks (serving/threads.py) against TensorFlow's
-defaults, each setting in its own process (the pools are process-wide), in turns; and, under
-`auto`, the fused inference batch norm the service runs (serving/batch_norm.py) against Keras'
-own in the same process.
+"""The served model's call alone, as the service makes it (its graph traced once,
+serving/forward.py), by TensorFlow thread pools: what `SERVING_TF_THREADS=auto` picks
+(serving/threads.py) against TensorFlow's defaults, each setting in its own process (the pools
+are process-wide), in turns. Under `auto`, in the same process and interleaved call by call:
+Keras' `predict_on_batch` of the same model, and the model with Keras' own batch norm instead
+of the fused kernel the service runs (serving/batch_norm.py).
 
 `python -m bench.model_call TAG SETTING` measures one process and prints one `BENCH` line.
 """
@@ -32,7 +33,7 @@ def measure(model_tag: str, setting: str) -> dict:
     import bentoml
 
     from pipeline.model_card import ModelCard
-    from serving import batch_norm, threads
+    from serving import batch_norm, forward, threads
 
     stored = bentoml.models.get(model_tag)
     card = ModelCard.from_dict(stored.info.metadata)
@@ -56,19 +57,31 @@ def measure(model_tag: str, setting: str) -> dict:
     fused = batch_norm.fuse(model)
     pixels = np.random.default_rng(0).integers(0, 256, (max(BATCHES), *card.input_shape))
     pixels = pixels.astype(np.float32)
-
-    def median_ms(m: keras.Model, batch: int) -> float:
-        x = pixels[:batch]
-        for _ in range(10):
-            np.asarray(m.predict_on_batch(x))
-        times = []
-        for _ in range(CALLS[batch]):
-            start = time.perf_counter()
-            np.asarray(m.predict_on_batch(x))
-            times.append(time.perf_counter() - start)
-        return statistics.median(times) * 1000
-
+    shape = card.input_shape
+    calls = {"": forward.traced(model, shape)}
+    if setting == "auto":
+        calls["_keras_call"] = forward.keras_call(model)
+        calls["_keras_bn"] = forward.traced(keras_bn, shape)
     network = base_model(model)
+    if setting == "default" and network is not model:
+        calls["_one_view"] = forward.traced(network, shape)
+
+    def median_ms(batch: int) -> dict[str, float]:
+        """Each call's median milliseconds, the calls interleaved (rotating which goes first),
+        so that the machine's slow spells weigh on all of them alike."""
+        x = pixels[:batch]
+        names = list(calls)
+        for _ in range(10):
+            for name in names:
+                calls[name](x)
+        times: dict[str, list[float]] = {name: [] for name in names}
+        for i in range(CALLS[batch]):
+            for name in names[i % len(names) :] + names[: i % len(names)]:
+                start = time.perf_counter()
+                calls[name](x)
+                times[name].append(time.perf_counter() - start)
+        return {name: statistics.median(t) * 1000 for name, t in times.items()}
+
     row = {
         "setting": setting,
         "intra_op": pools.intra_op,
@@ -77,11 +90,8 @@ def measure(model_tag: str, setting: str) -> dict:
         "fused_batch_norm_layers": fused,
     }
     for batch in BATCHES:
-        row[f"b{batch}_ms"] = median_ms(model, batch)
-        if setting == "auto":
-            row[f"b{batch}_keras_bn_ms"] = median_ms(keras_bn, batch)
-        if setting == "default" and network is not model:
-            row[f"b{batch}_one_view_ms"] = median_ms(network, batch)
+        for name, ms in median_ms(batch).items():
+            row[f"b{batch}{name}_ms"] = ms
     return row
 
 
@@ -101,6 +111,13 @@ computes batch norm in TensorFlow's fused inference kernel, as the service does
 (`SERVING_BATCH_NORM=fused`, serving/batch_norm.py; {} layers of this model); `Keras BN` is
 the same model with Keras' own batch norm, timed in the `auto` process beside it."""
 
+TRACED = """ Every column but `predict_on_batch` calls the model's graph, traced once
+for any batch size, as the service does (`SERVING_MODEL_CALL=traced`, serving/forward.py);
+`predict_on_batch` is Keras' call of the same model, timed in the `auto` process beside it."""
+
+INTERLEAVED = """ Within a process, the calls of a batch size are interleaved call by
+call."""
+
 
 def render(raw: dict) -> str:
     rows = pd.DataFrame(raw["rows"])
@@ -109,6 +126,10 @@ def render(raw: dict) -> str:
     # Figures from before the fused batch norm have no Keras BN column.
     fused = int(auto.fused_batch_norm_layers.iloc[0]) if "b1_keras_bn_ms" in auto else 0
     fused_text = FUSED.format(fused) if fused else ""
+    # Figures from before the traced call timed `predict_on_batch` alone, one call at a time.
+    traced = "b1_keras_call_ms" in auto
+    if traced:
+        fused_text += TRACED + INTERLEAVED
     flip = bool(auto.test_time_flip.iloc[0])
     table = []
     for batch in BATCHES:
@@ -119,6 +140,10 @@ def render(raw: dict) -> str:
             "auto, ms": a.median(),
             "auto / defaults": (a / d).median(),
         }
+        if traced:
+            keras_call = auto.set_index("round")[f"b{batch}_keras_call_ms"]
+            entry["auto, predict_on_batch, ms"] = keras_call.median()
+            entry["traced / predict_on_batch"] = (a / keras_call).median()
         if fused:
             keras_bn = auto.set_index("round")[f"b{batch}_keras_bn_ms"]
             entry["auto, Keras BN, ms"] = keras_bn.median()
@@ -137,7 +162,9 @@ def render(raw: dict) -> str:
     return f"""
 ## The model call by thread pools
 
-`bench/model_call.py`, the champion `{raw["model_tag"]}`: `predict_on_batch` alone, median
+`bench/model_call.py`, the champion `{raw["model_tag"]}`: {
+        "the model call alone, as the service makes it" if traced else "`predict_on_batch` alone"
+    }, median
 milliseconds per call. `auto` is what the service runs (`SERVING_TF_THREADS`, serving/threads.py);
 here it chose {pools}: {what}. Each setting runs in its own process, the two in turns, {ROUNDS}
 rounds; each ratio is the median over rounds of that round's ratio.{fused_text}{

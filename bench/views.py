@@ -1,7 +1,8 @@
 """Serving choices side by side: the champion served as the defaults serve it (every view its
-model averages, fused batch norm, uvloop) against fewer views (`SERVING_VIEWS=flip`, `one`),
-Keras' own batch norm (`SERVING_BATCH_NORM=keras`) and asyncio's event loop, one server of
-each per repeat, in turns.
+model averages, fused batch norm, the traced model call, uvloop) against fewer views
+(`SERVING_VIEWS=flip`, `one`), Keras' own batch norm (`SERVING_BATCH_NORM=keras`), Keras'
+`predict_on_batch` (`SERVING_MODEL_CALL=keras`) and asyncio's event loop, one server of each
+per repeat, in turns.
 
 Each server answers one PNG at 1 client (fresh), then a burst of 64-image requests (PNG, then
 JSON arrays) at 32 clients, then one PNG at 1 client again: the latency and throughput aims of
@@ -46,8 +47,9 @@ DEFAULTS = "defaults"
 
 def arms_for(card: ModelCard, work: Path) -> list[Arm]:
     """The defaults; every `SERVING_VIEWS` choice that serves fewer views of this model; and
-    the defaults with Keras' batch norm, and on asyncio's loop (uvloop hidden from uvicorn by
-    a module of that name that fails to import, so it falls back as where it is absent)."""
+    the defaults with Keras' batch norm, with Keras' model call, and on asyncio's loop
+    (uvloop hidden from uvicorn by a module of that name that fails to import, so it falls
+    back as where it is absent)."""
     arms = [Arm(DEFAULTS, views.choose("model", card))]
     for setting in views.CHOICES[1:]:
         try:
@@ -64,6 +66,7 @@ def arms_for(card: ModelCard, work: Path) -> list[Arm]:
     return [
         *arms,
         Arm("SERVING_BATCH_NORM=keras", arms[0].views, {"SERVING_BATCH_NORM": "keras"}),
+        Arm("SERVING_MODEL_CALL=keras", arms[0].views, {"SERVING_MODEL_CALL": "keras"}),
         Arm("asyncio event loop", arms[0].views, {"PYTHONPATH": str(hidden)}, "asyncio"),
     ]
 
@@ -75,6 +78,8 @@ def _check(url: str, arm: Arm) -> dict:
     assert info["event_loop"] == arm.event_loop, (arm.label, info["event_loop"])
     keras_bn = arm.env.get("SERVING_BATCH_NORM") == "keras"
     assert (info["fused_batch_norm_layers"] == 0) == keras_bn, (arm.label, info)
+    model_call = arm.env.get("SERVING_MODEL_CALL", "traced")
+    assert info["model_call"] == model_call, (arm.label, info["model_call"])
     return info
 
 
@@ -147,17 +152,28 @@ def render(raw: dict) -> str:
         if "date" in raw
         else ""
     )
-    return f"""## Serving choices side by side: test-time views, batch norm, event loop
+    traced = any(r["served"] == "SERVING_MODEL_CALL=keras" for r in raw["rows"])
+    call = (
+        " with Keras' `predict_on_batch` in place of the traced model call"
+        " (`SERVING_MODEL_CALL=keras`, serving/forward.py);"
+        if traced
+        else ""
+    )
+    traced_default = "the model's graph traced once, " if traced else ""
+    checked = ", model call" if traced else ""
+    title = "batch norm, model call, event loop" if traced else "batch norm, event loop"
+    return f"""## Serving choices side by side: test-time views, {title}
 
 `bench/views.py` (`make bench-views`). The champion, `{raw["model_tag"]}`, served by one worker
 with the eager batcher: as the defaults serve it (every view the model averages, batch norm in
-TensorFlow's fused kernel, uvicorn on uvloop); with each `SERVING_VIEWS` choice that changes
-its passes per image (serving/views.py); with Keras' own batch norm (`SERVING_BATCH_NORM=keras`,
-serving/batch_norm.py); and on asyncio's event loop (uvloop hidden from the worker). Each
-server's /metadata is checked for its views, fused layers and event loop before it is
-measured. {REPEATS} repeats, the arms in turns, a fresh server for each. Per server: one PNG
-at 1 client for {PROBE_S} s (`fresh`), {BURST_S} s of 64-image requests at {BURST_CLIENTS}
-clients as PNG uploads and then as JSON arrays, and one PNG at 1 client again. Figures are
+TensorFlow's fused kernel, {traced_default}uvicorn on uvloop); with each `SERVING_VIEWS`
+choice that changes its passes per image (serving/views.py); with Keras' own batch norm
+(`SERVING_BATCH_NORM=keras`, serving/batch_norm.py);{call} and on asyncio's event loop
+(uvloop hidden from the worker). Each server's /metadata is checked for its views, fused
+layers{checked} and event loop before it is measured. {REPEATS} repeats, the arms in turns,
+a fresh server for each. Per server: one PNG at 1 client for {PROBE_S} s (`fresh`), {BURST_S} s
+of 64-image requests at {BURST_CLIENTS} clients as PNG uploads and then as JSON arrays, and
+one PNG at 1 client again. Figures are
 medians over the repeats; `/ defaults` is the median of each repeat's figure over the same
 repeat's figure with the defaults. "test accuracy" is what the model's run measured with those
 views (the model card; blank where the run did not measure it).{measured}

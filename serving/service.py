@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse
 from pipeline.model_card import ModelCard
 from pipeline.preprocess import ImageDecodeError, ImageShape
 from pipeline.scoring import softmax, top_k
-from serving import batch_norm, connections, demo, threads, upstream, views
+from serving import batch_norm, connections, demo, forward, threads, upstream, views
 from serving import settings as settings_module
 from serving.batching import CorkBatcher, EagerBatcher, Overloaded
 from serving.decoding import Decoder, NamedImage
@@ -102,6 +102,9 @@ class ModelInfo(BaseModel):
     inter_op_threads: int
     #: Batch-norm layers computed in TensorFlow's fused inference kernel (serving/batch_norm.py).
     fused_batch_norm_layers: int
+    #: `traced` (the model's graph, traced once) or `keras` (`predict_on_batch`):
+    #: serving/forward.py.
+    model_call: str
     #: The package of the worker's asyncio event loop: `uvloop` where it is installed, as
     #: uvicorn picks it (pyproject.toml), else `asyncio`.
     event_loop: str = ""
@@ -193,6 +196,7 @@ class Classifier:
             served,
         )
         fused = batch_norm.fuse(self.model) if SETTINGS.batch_norm == "fused" else 0
+        self._forward = forward.choose(SETTINGS.model_call, self.model, card.input_shape)
         stored = self.bento_model
         # Warm-up traces the predict function so the first request is not the slow one.
         for batch in (1, 8):
@@ -213,6 +217,7 @@ class Classifier:
             intra_op_threads=pools.intra_op,
             inter_op_threads=pools.inter_op,
             fused_batch_norm_layers=fused,
+            model_call=SETTINGS.model_call,
             served_views=served.count,
             served_test_accuracy=served.test_accuracy,
             **card.to_dict(),
@@ -238,8 +243,7 @@ class Classifier:
 
     def _probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Softmax of the model's logits for a batch (N, H, W, C) of pixels in [0, 255]."""
-        logits = np.asarray(self.model.predict_on_batch(pixels.astype(np.float32, copy=False)))
-        return softmax(logits)
+        return softmax(self._forward(pixels.astype(np.float32, copy=False)))
 
     async def _predict(self, pixels: np.ndarray) -> np.ndarray:
         if self.batcher is not None:

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 
 from pipeline.preprocess import DEFAULT_MAX_PIXELS
-from serving import threads, views
+from serving import forward, threads, views
 
 
 def _int(name: str, default: int) -> int:
@@ -85,6 +85,9 @@ class Settings:
     #: Inference batch norm in TensorFlow's fused kernel (`fused`) or Keras' own ops
     #: (`keras`; only to measure what fusing buys): serving/batch_norm.py.
     batch_norm: str = "fused"
+    #: How the model is called: `traced` (its graph, traced once) or `keras`
+    #: (`predict_on_batch`; only to measure what tracing buys): serving/forward.py.
+    model_call: str = "traced"
 
 
 def load() -> Settings:
@@ -119,4 +122,5 @@ def load() -> Settings:
         workers=_int("SERVING_WORKERS", 1),
         views=_choice("SERVING_VIEWS", views.CHOICES, "model"),
         batch_norm=_choice("SERVING_BATCH_NORM", BATCH_NORMS, "fused"),
+        model_call=_choice("SERVING_MODEL_CALL", forward.CHOICES, "traced"),
     )

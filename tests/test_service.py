@@ -168,6 +168,7 @@ def test_metadata_names_the_champion(client, sweep):
     assert info["served_test_accuracy"] == info["test_accuracy"]
     assert info["fused_batch_norm_layers"] == 0  # the quick sweep trains without batch norm
     assert info["event_loop"] == "uvloop"
+    assert info["model_call"] == "traced"  # serving/forward.py
 
 
 def test_classify_files_equals_the_local_model(client, test_images, local_probs):
@@ -721,6 +722,16 @@ def test_connections_that_never_finish_their_headers_are_closed(server, client):
         slow_body.sendall(body)
         answer = _read_until_closed(slow_body)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+
+    # Pipelined requests, the second sent before the first is answered, are both answered;
+    # and after a response the connection has the timeout again for its next headers.
+    with socket.create_connection(where, timeout=30) as pipelined:
+        pipelined.sendall(b"GET /livez HTTP/1.1\r\nHost: test\r\n\r\n" * 2)
+        time.sleep(1)
+        start = time.perf_counter()
+        answer = _read_until_closed(pipelined)
+    assert answer.count(b"HTTP/1.1 200") == 2, answer[:500]
+    assert 1.5 < time.perf_counter() - start < 10
     assert client.get("/livez").status_code == 200
 
 
