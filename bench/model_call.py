@@ -125,11 +125,11 @@ def render(raw: dict) -> str:
     pools = f"intra-op {auto.intra_op.iloc[0]}, inter-op {auto.inter_op.iloc[0]}"
     # Figures from before the fused batch norm have no Keras BN column.
     fused = int(auto.fused_batch_norm_layers.iloc[0]) if "b1_keras_bn_ms" in auto else 0
-    fused_text = FUSED.format(fused) if fused else ""
+    notes = FUSED.format(fused) if fused else ""
     # Figures from before the traced call timed `predict_on_batch` alone, one call at a time.
     traced = "b1_keras_call_ms" in auto
     if traced:
-        fused_text += TRACED + INTERLEAVED
+        notes += TRACED + INTERLEAVED
     flip = bool(auto.test_time_flip.iloc[0])
     table = []
     for batch in BATCHES:
@@ -167,7 +167,7 @@ def render(raw: dict) -> str:
     }, median
 milliseconds per call. `auto` is what the service runs (`SERVING_TF_THREADS`, serving/threads.py);
 here it chose {pools}: {what}. Each setting runs in its own process, the two in turns, {ROUNDS}
-rounds; each ratio is the median over rounds of that round's ratio.{fused_text}{
+rounds; each ratio is the median over rounds of that round's ratio.{notes}{
         " `one view` is the network inside the model on the images alone (TensorFlow's defaults)."
         if flip
         else ""

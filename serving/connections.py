@@ -60,7 +60,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         # Waiting for the next request on this connection, unless one had arrived whole.
-        if not self.transport.is_closing() and not self.pipeline and self._idle():
+        if not self.transport.is_closing() and self._idle():
             self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -68,8 +68,8 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _idle(self) -> bool:
-        """No request on this connection is being answered."""
-        return self.cycle is None or self.cycle.response_complete
+        """No request on this connection is being answered or waits, whole, to be."""
+        return not self.pipeline and (self.cycle is None or self.cycle.response_complete)
 
     def _arm(self) -> None:
         self._disarm()
@@ -82,7 +82,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def _headers_late(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing() or self.pipeline or not self._idle():
+        if self.transport.is_closing() or not self._idle():
             return
         if self._in_headers:
             self.transport.write(REQUEST_TIMEOUT_RESPONSE)

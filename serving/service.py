@@ -198,7 +198,8 @@ class Classifier:
         fused = batch_norm.fuse(self.model) if SETTINGS.batch_norm == "fused" else 0
         self._forward = forward.choose(SETTINGS.model_call, self.model, card.input_shape)
         stored = self.bento_model
-        # Warm-up traces the predict function so the first request is not the slow one.
+        # Warm-up: TensorFlow builds its kernels for each batch shape on first use, so the
+        # first requests are not the slow ones.
         for batch in (1, 8):
             self._probabilities(np.zeros((batch, *card.input_shape), dtype=np.float32))
         self.batcher = _batcher(self._probabilities)

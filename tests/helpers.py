@@ -117,3 +117,29 @@ CARD = ModelCard(
     test_accuracy=0.9334,
     test_macro_f1=0.9333,
 )
+
+
+def nested_batch_norm_model(policy: str, axis: int = -1):
+    """Conv -> BN -> ReLU -> Dense -> BN, inside an outer model as the test-time views nest
+    the network, with moving statistics and scales far from the initial ones: what the
+    served model's batch norm and model call are checked on (tests/test_batch_norm.py,
+    tests/test_forward.py)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(4, 3, use_bias=False, dtype=policy)(inputs)
+    x = keras.layers.BatchNormalization(axis=axis, dtype=policy)(x)
+    x = keras.layers.Activation("relu", dtype=policy)(x)
+    x = keras.layers.Flatten(dtype=policy)(x)
+    x = keras.layers.Dense(3, use_bias=False, dtype=policy)(x)
+    x = keras.layers.BatchNormalization(center=False, dtype=policy)(x)
+    network = keras.Model(inputs, x, name="network")
+    rng = np.random.default_rng(1)
+    for layer in network.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            for weight in layer.weights:
+                low = 0.2 if "variance" in weight.path or "gamma" in weight.path else -2.0
+                weight.assign(rng.uniform(low, 2.0, weight.shape).astype(np.float32))
+    outer_inputs = keras.Input((6, 6, 2))
+    return keras.Model(outer_inputs, network(outer_inputs) * 1.0, name="views")

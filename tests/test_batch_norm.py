@@ -8,28 +8,7 @@ import pytest
 import tensorflow as tf
 
 from serving import batch_norm
-
-
-def _model(policy: str, axis: int = -1) -> keras.Model:
-    """Conv -> BN -> ReLU -> Dense -> BN, inside an outer model as the test-time views nest
-    the network, with moving statistics and scales far from the initial ones."""
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((6, 6, 2))
-    x = keras.layers.Conv2D(4, 3, use_bias=False, dtype=policy)(inputs)
-    x = keras.layers.BatchNormalization(axis=axis, dtype=policy)(x)
-    x = keras.layers.Activation("relu", dtype=policy)(x)
-    x = keras.layers.Flatten(dtype=policy)(x)
-    x = keras.layers.Dense(3, use_bias=False, dtype=policy)(x)
-    x = keras.layers.BatchNormalization(center=False, dtype=policy)(x)
-    network = keras.Model(inputs, x, name="network")
-    rng = np.random.default_rng(1)
-    for layer in network.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            for weight in layer.weights:
-                low = 0.2 if "variance" in weight.path or "gamma" in weight.path else -2.0
-                weight.assign(rng.uniform(low, 2.0, weight.shape).astype(np.float32))
-    outer_inputs = keras.Input((6, 6, 2))
-    return keras.Model(outer_inputs, network(outer_inputs) * 1.0, name="views")
+from tests.helpers import nested_batch_norm_model as _model
 
 
 def _ops(model: keras.Model) -> list[str]:
@@ -63,15 +42,3 @@ def test_training_calls_and_other_axes_keep_keras_code():
     np.testing.assert_allclose(
         fused_model(x, training=True), keras_model(x, training=True), rtol=1e-6, atol=1e-6
     )
-
-
-def test_the_setting_chooses_keras_batch_norm_or_refuses_in_one_line(monkeypatch):
-    from serving import settings
-
-    monkeypatch.delenv("SERVING_BATCH_NORM", raising=False)
-    assert settings.load().batch_norm == "fused"
-    monkeypatch.setenv("SERVING_BATCH_NORM", "keras")
-    assert settings.load().batch_norm == "keras"
-    monkeypatch.setenv("SERVING_BATCH_NORM", "tensorrt")
-    with pytest.raises(SystemExit, match="SERVING_BATCH_NORM must be one of fused, keras"):
-        settings.load()

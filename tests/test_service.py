@@ -723,8 +723,8 @@ def test_connections_that_never_finish_their_headers_are_closed(server, client):
         answer = _read_until_closed(slow_body)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
 
-    # Pipelined requests, the second sent before the first is answered, are both answered;
-    # and after a response the connection has the timeout again for its next headers.
+    # Pipelined requests, the second sent before the first is answered, are both answered,
+    # and the connection, idle afterwards, is closed (by the header or keep-alive timeout).
     with socket.create_connection(where, timeout=30) as pipelined:
         pipelined.sendall(b"GET /livez HTTP/1.1\r\nHost: test\r\n\r\n" * 2)
         time.sleep(1)
