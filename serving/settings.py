@@ -41,6 +41,7 @@ def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
 
 BATCHERS = ("eager", "cork", "none")
 BATCH_NORMS = ("fused", "keras")
+SWITCHES = ("on", "off")
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,11 @@ class Settings:
     #: How the model is called: `traced` (its graph, traced once) or `keras`
     #: (`predict_on_batch`; only to measure what tracing buys): serving/forward.py.
     model_call: str = "traced"
+    #: BentoML's OpenTelemetry spans for each request: `off` (the default) unless spans are
+    #: exported (BentoML's `tracing` configuration); serving/observability.py says why.
+    tracing: str = "off"
+    #: BentoML's access log, one line per request: `on` (the default) or `off`.
+    access_log: str = "on"
 
 
 def load() -> Settings:
@@ -123,4 +129,6 @@ def load() -> Settings:
         views=_choice("SERVING_VIEWS", views.CHOICES, "model"),
         batch_norm=_choice("SERVING_BATCH_NORM", BATCH_NORMS, "fused"),
         model_call=_choice("SERVING_MODEL_CALL", forward.CHOICES, "traced"),
+        tracing=_choice("SERVING_TRACING", SWITCHES, "off"),
+        access_log=_choice("SERVING_ACCESS_LOG", SWITCHES, "on"),
     )

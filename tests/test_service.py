@@ -110,10 +110,24 @@ SMALL_LIMITS = {
 }
 
 
+#: BentoML's tracing configured to sample every request: with SERVING_TRACING=off (the
+#: default) no span is made all the same.
+SAMPLE_EVERY_REQUEST = {
+    "BENTOML_CONFIG_OVERRIDES": json.dumps(
+        {"services": {"cnn_classifier": {"tracing": {"sample_rate": 1.0}}}}
+    )
+}
+
+
 @pytest.fixture(scope="session")
 def server(bento, session_dir, server_tmp):
-    """The built bento served with auth on and small limits."""
-    env = {"SERVING_API_TOKEN": TOKEN, **SMALL_LIMITS, "TMPDIR": str(server_tmp)}
+    """The built bento served with auth on, small limits, and BentoML told to trace."""
+    env = {
+        "SERVING_API_TOKEN": TOKEN,
+        **SMALL_LIMITS,
+        **SAMPLE_EVERY_REQUEST,
+        "TMPDIR": str(server_tmp),
+    }
     with serving(bento[0], env, session_dir / "serve.log") as url:
         yield url
 
@@ -317,6 +331,25 @@ def test_classify_array_equals_the_local_model(client, test_images, local_probs)
     assert squeezed.status_code == 200
 
 
+def npy(array: np.ndarray, **kwargs) -> dict:
+    """`array` as a `.npy` upload in the field `array`, as httpx sends files."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, **kwargs)
+    return {"files": [("array", ("batch.npy", buffer.getvalue(), "application/octet-stream"))]}
+
+
+def test_classify_npy_equals_the_local_model(client, test_images, local_probs):
+    images, _ = test_images
+    names = client.post("/metadata").json()["class_names"]
+    response = client.post("/classify_npy", **npy(images[:5]), data={"k": "2"})
+    assert response.status_code == 200, response.text
+    assert_matches(response.json(), local_probs[:5], names, k=2)
+    # float32 N x H x W in Fortran order: the same answers.
+    floats = np.asfortranarray(images[:5, ..., 0].astype(np.float32))
+    again = client.post("/classify_npy", **npy(floats), data={"k": "2"})
+    assert again.json() == response.json()
+
+
 # --- bad input -----------------------------------------------------------------------------------
 
 
@@ -443,6 +476,12 @@ def _bad_requests(images: np.ndarray) -> list[tuple[str, dict, int, str]]:
             "not allowed",
         ),
         ("/classify_array", {"json": {"wrong": 1}}, 400, "Field required"),
+        ("/classify_npy", npy(np.zeros(3)) | {"data": {"k": "0"}}, 422, "k must be between"),
+        ("/classify_npy", {"files": [("array", ("a.npy", b"not npy", "x/y"))]}, 400, "not a NumPy"),
+        ("/classify_npy", npy(np.array([None], dtype=object), allow_pickle=True), 422, "object"),
+        ("/classify_npy", npy(np.zeros((65, 28, 28, 1), np.uint8)), 413, "65 images"),
+        ("/classify_npy", npy(np.full((1, 28, 28), 256, np.uint16)), 422, "in [0, 255]"),
+        ("/classify_npy", {"data": {"k": "3"}}, 400, "Field required"),
         ("/classify_array", {"files": [("pixels", ("p.png", good, "image/png"))]}, 400, "binary"),
     ]
 
@@ -502,6 +541,34 @@ def test_a_chunked_body_over_the_limit_is_refused_as_it_arrives(server):
     # Refused while the body was still coming (loopback buffers hold a few MiB in flight); the
     # previous middleware read all 16x the limit and answered nothing before.
     assert sent < 4 * MAX_REQUEST_BYTES, sent
+
+
+def _log_lines_with(log: Path, text: str, timeout_s: float = 10) -> list[str]:
+    """The server log's lines holding `text`, waited for: the log is written as it goes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lines = [line for line in log.read_text().splitlines() if text in line]
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.2)
+
+
+def _request_id(response: httpx.Response) -> str:
+    request_id = response.headers["x-bentoml-request-id"]
+    assert re.fullmatch("[0-9a-f]{16}", request_id), request_id
+    return request_id
+
+
+def test_without_tracing_each_response_names_a_request_id_its_log_lines_carry(client, session_dir):
+    """Tracing is off by default: although BentoML is configured to sample every request,
+    no span is made (`sampled=0`). Each response still names its own request id, and the
+    access log line of that request carries it."""
+    ids = [_request_id(client.post("/metadata")) for _ in range(3)]
+    assert len(set(ids)) == 3
+    for request_id in ids:
+        (line,) = _log_lines_with(session_dir / "serve.log", f"span={request_id},")
+        assert "path=/metadata" in line and "status=200" in line
+        assert "sampled=0" in line
 
 
 def test_token_is_required(server):
@@ -765,12 +832,16 @@ def test_requests_past_the_bytes_in_flight_budget_get_503_before_they_are_read(s
 @pytest.fixture(scope="module")
 def small_queue_server(bento, session_dir):
     """A server whose queue holds 64 images, one image per model call (so a 64-image request
-    keeps the model busy while others arrive), and fixed TensorFlow thread pools."""
+    keeps the model busy while others arrive), fixed TensorFlow thread pools, BentoML's
+    tracing on and sampling every request, and no access log."""
     env = {
         "SERVING_MAX_QUEUED_IMAGES": "64",
         "SERVING_MAX_BATCH_SIZE": "1",
         "SERVING_API_TOKEN": "",
         "SERVING_TF_THREADS": "1,2",
+        "SERVING_TRACING": "on",
+        "SERVING_ACCESS_LOG": "off",
+        **SAMPLE_EVERY_REQUEST,
     }
     with serving(bento[0], env, session_dir / "serve-small-queue.log") as url:
         yield url
@@ -803,6 +874,25 @@ def test_fixed_thread_pools_reach_tensorflow(small_queue_server, client):
     default = client.post("/metadata").json()
     assert default["test_time_flip"] is False
     assert (default["intra_op_threads"], default["inter_op_threads"]) == (0, 0)
+
+
+def test_tracing_on_keeps_bentoml_spans_and_the_access_log_can_be_turned_off(
+    small_queue_server, session_dir
+):
+    """With SERVING_TRACING=on BentoML's own tracing makes the spans it is configured to
+    sample (`sampled=1`), and the request id is the span's. SERVING_ACCESS_LOG=off: a request
+    leaves no access line, only the error line of a refused request."""
+    refused = httpx.post(f"{small_queue_server}/classify_npy", files=npy(np.zeros(3))["files"])
+    assert refused.status_code == 422
+    request_id = _request_id(refused)
+    (line,) = _log_lines_with(session_dir / "serve-small-queue.log", f"span={request_id},")
+    assert "Exception on /classify_npy" in line and "sampled=1" in line
+    served = httpx.post(f"{small_queue_server}/metadata", timeout=30)
+    assert served.status_code == 200
+    assert not _log_lines_with(
+        session_dir / "serve-small-queue.log", f"span={_request_id(served)},", timeout_s=2
+    )
+    assert not _log_lines_with(session_dir / "serve-small-queue.log", "path=/", timeout_s=0)
 
 
 @pytest.fixture(scope="module")
