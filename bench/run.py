@@ -285,10 +285,11 @@ Each model is served by `bentoml serve` with one worker process, which decodes a
 requests and holds the model: on 2 cores a second worker would only contend with the first and
 with wrk for the same cores (each worker also holds its own copy of the model). `batched`
 merges concurrent requests into one model call {batcher_text},
-`unbatched` calls the model once per request. Each concurrency runs the four endpoints in
+`unbatched` calls the model once per request. Each concurrency runs the five endpoints in
 turn, {serving.REPEATS} times. `vs no-op` is requests/s over the no-op endpoint's, same server,
 same concurrency: the HTTP ceiling. `classify` requests are multipart uploads of Fashion-MNIST
-PNGs; `array x64` sends the same 64 images decoded, as JSON arrays, to `/classify_array`.
+PNGs; `array x64` sends the same 64 images decoded, as JSON arrays, to `/classify_array`, and
+`npy x64` sends them as one uint8 NumPy `.npy` file to `/classify_npy`.
 wrk corrects its latency percentiles for coordinated omission: a request that stalls also
 counts for the requests its connection would have sent meanwhile, so even a rare stall shows
 in p95 and p99.
@@ -355,6 +356,7 @@ def _serving_summary(s: pd.DataFrame) -> pd.DataFrame:
                 "no-op p99 ms, c=1": batched.loc[("no-op", 1), "p99_ms"],
                 "peak images/s, classify x64": m[m.endpoint == "classify x64"].images_per_s.max(),
                 "peak images/s, array x64": m[m.endpoint == "array x64"].images_per_s.max(),
+                "peak images/s, npy x64": m[m.endpoint == "npy x64"].images_per_s.max(),
                 "errors": int(m.errors.sum()),
             }
         )

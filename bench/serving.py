@@ -3,7 +3,7 @@
 Starts `bentoml serve` on 127.0.0.1 for each model given (the champion, and the LeNet the
 issue's orientation figures used), batched (the eager batcher) and unbatched, and drives the
 no-op endpoint (the HTTP ceiling), classify with 1 and with 64 PNG files per request, and the
-same 64 images as a JSON array, at several concurrencies.
+same 64 images decoded, as a JSON array and as a NumPy `.npy` file, at several concurrencies.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from bench.processes import ServerProcess
@@ -51,16 +52,18 @@ WRK_PACED_SCRIPT = (
 )
 
 
-def _multipart(images: list[bytes]) -> tuple[bytes, str]:
+def _multipart(files: list[bytes], field: str = "images", suffix: str = "png") -> tuple[bytes, str]:
+    """A multipart body with each of `files` in `field`, and its Content-Type."""
     boundary = "benchboundary7f3a"
+    kind = "image/png" if suffix == "png" else "application/octet-stream"
     parts = [
         (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="{i}.png"\r\n'
-            "Content-Type: image/png\r\n\r\n"
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+            f'filename="{i}.{suffix}"\r\nContent-Type: {kind}\r\n\r\n'
         ).encode()
         + data
         + b"\r\n"
-        for i, data in enumerate(images)
+        for i, data in enumerate(files)
     ]
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), (
         f"multipart/form-data; boundary={boundary}"
@@ -224,6 +227,11 @@ def request_bodies(work: Path) -> dict[str, Body]:
         path = work / name.replace(" ", "_")
         path.write_text(json.dumps({"pixels": images[:count].tolist()}))
         bodies[name] = Body(path, "application/json", count, "/classify_array")
+    buffer = io.BytesIO()
+    np.save(buffer, images[..., None])  # uint8, as a client holding decoded pixels saves them
+    data, content_type = _multipart([buffer.getvalue()], field="array", suffix="npy")
+    (work / "npy_x64").write_bytes(data)
+    bodies["npy x64"] = Body(work / "npy_x64", content_type, len(images), "/classify_npy")
     return bodies
 
 
@@ -234,7 +242,7 @@ def load(server_url: str, body: Body, concurrency: int, work: Path, **kwargs) ->
 
 
 #: The endpoints of the throughput table (array x1 is for the history and peer benchmarks).
-ENDPOINTS = ("no-op", "classify x1", "classify x64", "array x64")
+ENDPOINTS = ("no-op", "classify x1", "classify x64", "array x64", "npy x64")
 
 
 def run(models: dict[str, str]) -> dict:

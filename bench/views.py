@@ -1,11 +1,13 @@
 """Serving choices side by side: the champion served as the defaults serve it (every view its
 model averages, fused batch norm, the traced model call, uvloop) against fewer views
 (`SERVING_VIEWS=flip`, `one`), Keras' own batch norm (`SERVING_BATCH_NORM=keras`), Keras'
-`predict_on_batch` (`SERVING_MODEL_CALL=keras`) and asyncio's event loop, one server of each
-per repeat, in turns.
+`predict_on_batch` (`SERVING_MODEL_CALL=keras`), asyncio's event loop, and BentoML's request
+tracing and access log (`SERVING_TRACING=on`, `SERVING_ACCESS_LOG=off`), one server of each per
+repeat, in turns.
 
-Each server answers one PNG at 1 client (fresh), then a burst of 64-image requests (PNG, then
-JSON arrays) at 32 clients, then one PNG at 1 client again: the latency and throughput aims of
+Each server answers one PNG at 1 client (fresh), no-op requests at 1 client, then a burst of
+64-image requests (PNG, JSON arrays, then `.npy` files) at 32 clients, then one PNG at 1 client
+again: the latency and throughput aims of
 docs/BENCHMARKS.md, for each choice, with the accuracy the model's run measured for its views
 (from the model card, as `/metadata` reports it).
 """
@@ -68,6 +70,8 @@ def arms_for(card: ModelCard, work: Path) -> list[Arm]:
         Arm("SERVING_BATCH_NORM=keras", arms[0].views, {"SERVING_BATCH_NORM": "keras"}),
         Arm("SERVING_MODEL_CALL=keras", arms[0].views, {"SERVING_MODEL_CALL": "keras"}),
         Arm("asyncio event loop", arms[0].views, {"PYTHONPATH": str(hidden)}, "asyncio"),
+        Arm("SERVING_TRACING=on", arms[0].views, {"SERVING_TRACING": "on"}),
+        Arm("SERVING_ACCESS_LOG=off", arms[0].views, {"SERVING_ACCESS_LOG": "off"}),
     ]
 
 
@@ -80,6 +84,11 @@ def _check(url: str, arm: Arm) -> dict:
     assert (info["fused_batch_norm_layers"] == 0) == keras_bn, (arm.label, info)
     model_call = arm.env.get("SERVING_MODEL_CALL", "traced")
     assert info["model_call"] == model_call, (arm.label, info["model_call"])
+    for setting, name, default in (
+        ("SERVING_TRACING", "tracing", "off"),
+        ("SERVING_ACCESS_LOG", "access_log", "on"),
+    ):
+        assert info[name] == arm.env.get(setting, default), (arm.label, name, info[name])
     return info
 
 
@@ -99,8 +108,10 @@ def run(model_tag: str) -> dict:
                 row["fused BN layers"] = _check(server.url, arm)["fused_batch_norm_layers"]
                 for phase, body, clients, seconds in (
                     ("fresh p50 ms", "classify x1", 1, PROBE_S),
+                    ("no-op p50 ms", "no-op", 1, PROBE_S),
                     ("classify x64 images/s", "classify x64", BURST_CLIENTS, BURST_S),
                     ("array x64 images/s", "array x64", BURST_CLIENTS, BURST_S),
+                    ("npy x64 images/s", "npy x64", BURST_CLIENTS, BURST_S),
                     ("after the bursts p50 ms", "classify x1", 1, PROBE_S),
                 ):
                     r = load(server.url, bodies[body], clients, work, duration_s=seconds)
@@ -126,7 +137,8 @@ def summary(raw: dict) -> pd.DataFrame:
     order = list(dict.fromkeys(df["served"]))
     out = per.groupby(level="served").median().reindex(order)
     for figure, label in RATIOS.items():
-        out[label] = ratios[figure].groupby(level="served").median()
+        if figure in ratios:  # figures an earlier run did not measure are left out
+            out[label] = ratios[figure].groupby(level="served").median()
     out.insert(0, "views", df.groupby("served")["views"].first())
     out.insert(1, "fused BN layers", df.groupby("served")["fused BN layers"].first())
     accuracy = raw["accuracy"]
@@ -142,6 +154,8 @@ RATIOS = {
     "fresh p50 ms": "fresh p50 / defaults",
     "after the bursts p50 ms": "p50 after / defaults",
     "array x64 images/s": "array x64 / defaults",
+    "no-op p50 ms": "no-op p50 / defaults",
+    "npy x64 images/s": "npy x64 / defaults",
 }
 
 
@@ -162,18 +176,29 @@ def render(raw: dict) -> str:
     traced_default = "the model's graph traced once, " if traced else ""
     checked = ", model call" if traced else ""
     title = "batch norm, model call, event loop" if traced else "batch norm, event loop"
+    observed = any(r["served"] == "SERVING_TRACING=on" for r in raw["rows"])
+    if observed:
+        title += ", tracing, access log"
+    observability = (
+        " with BentoML's OpenTelemetry spans (`SERVING_TRACING=on`, off by default) and without"
+        " its access log (`SERVING_ACCESS_LOG=off`), serving/observability.py;"
+        if observed
+        else ""
+    )
+    no_op = " no-op requests at 1 client," if observed else ""
+    npy_files = ", as JSON arrays and as `.npy` files" if observed else " and then as JSON arrays"
     return f"""## Serving choices side by side: test-time views, {title}
 
 `bench/views.py` (`make bench-views`). The champion, `{raw["model_tag"]}`, served by one worker
 with the eager batcher: as the defaults serve it (every view the model averages, batch norm in
 TensorFlow's fused kernel, {traced_default}uvicorn on uvloop); with each `SERVING_VIEWS`
 choice that changes its passes per image (serving/views.py); with Keras' own batch norm
-(`SERVING_BATCH_NORM=keras`, serving/batch_norm.py);{call} and on asyncio's event loop
-(uvloop hidden from the worker). Each server's /metadata is checked for its views, fused
-layers{checked} and event loop before it is measured. {REPEATS} repeats, the arms in turns,
-a fresh server for each. Per server: one PNG at 1 client for {PROBE_S} s (`fresh`), {BURST_S} s
-of 64-image requests at {BURST_CLIENTS} clients as PNG uploads and then as JSON arrays, and
-one PNG at 1 client again. Figures are
+(`SERVING_BATCH_NORM=keras`, serving/batch_norm.py);{call}{observability} and on asyncio's
+event loop (uvloop hidden from the worker). Each server's /metadata is checked for its views,
+fused layers{checked}{", tracing, access log" if observed else ""} and event loop before it is
+measured. {REPEATS} repeats, the arms in turns, a fresh server for each. Per server: one PNG at
+1 client for {PROBE_S} s (`fresh`),{no_op} {BURST_S} s of 64-image requests at {BURST_CLIENTS}
+clients as PNG uploads{npy_files}, and one PNG at 1 client again. Figures are
 medians over the repeats; `/ defaults` is the median of each repeat's figure over the same
 repeat's figure with the defaults. "test accuracy" is what the model's run measured with those
 views (the model card; blank where the run did not measure it).{measured}
