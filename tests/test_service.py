@@ -152,8 +152,12 @@ def local_probs(sweep, test_images):
 
 
 def assert_matches(result: list[dict], probs: np.ndarray, class_names: list[str], k: int):
+    """`result` is the documented response (index, top: label, probability) of `probs`."""
     assert len(result) == len(probs)
+    assert [item["index"] for item in result] == list(range(len(probs)))
     for item, p in zip(result, probs, strict=True):
+        assert set(item) == {"index", "top"}
+        assert all(set(label) == {"label", "probability"} for label in item["top"])
         order = np.argsort(-p)[:k]
         assert [t["label"] for t in item["top"]] == [class_names[i] for i in order]
         np.testing.assert_allclose([t["probability"] for t in item["top"]], p[order], atol=1e-5)
