@@ -3,9 +3,9 @@
 BentoML wraps every request in OpenTelemetry's ASGI middleware, which starts a server span and
 a further span for each message the response sends. Out of the box BentoML samples none of
 them (`tracing.sample_rate` 0) and exports them nowhere (no `tracing.exporter_type`), yet the
-spans are still made: py-spy put them at about a fifth of the event loop's CPU for a one-image
-request at 1 client, and the no-op request took 0.70x the time without them
-(docs/BENCHMARKS.md, "Serving choices").
+spans are still made: a py-spy profile put them at about a fifth of the event loop's CPU for a
+one-image request at 1 client. With them (`SERVING_TRACING=on`) the p50 of one PNG at 1 client
+was 1.56x the defaults' and of a no-op request 1.27x (docs/BENCHMARKS.md, "Serving choices").
 
 - `SERVING_TRACING=off` (the default) excludes every URL from that middleware, which then
   passes requests straight through. `RequestIds` gives each request the ids the unsampled
@@ -14,7 +14,7 @@ request at 1 client, and the no-op request took 0.70x the time without them
 - `SERVING_TRACING=on` keeps BentoML's tracing, for a deployment that sets an exporter and a
   sample rate in BentoML's `tracing` configuration.
 - The access log (`SERVING_ACCESS_LOG`) stays on by default: it is what an operator reads
-  first. `off` saves about a tenth of the one-image latency at 1 client.
+  first. `off` made no difference the same benchmark could tell from its noise.
 """
 
 from __future__ import annotations
