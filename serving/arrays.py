@@ -67,7 +67,8 @@ def from_npy(data: bytes) -> np.ndarray:
         ) from None
     if dtype.kind not in "iuf" or dtype.hasobject:
         raise ArrayError(f"dtype {dtype} is not a number type: send integers or floats")
-    expected = math.prod(shape) * dtype.itemsize
+    count = math.prod(shape)
+    expected = count * dtype.itemsize
     offset = stream.tell()
     if len(data) - offset != expected:
         raise ArrayError(
@@ -75,7 +76,7 @@ def from_npy(data: bytes) -> np.ndarray:
             f"({expected} bytes), but {len(data) - offset} bytes follow it",
             HTTPStatus.BAD_REQUEST,
         )
-    flat = np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=offset)
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
     return flat.reshape(shape, order="F" if fortran_order else "C")
 
 

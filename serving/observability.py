@@ -8,8 +8,8 @@ one-image request at 1 client. With them (`SERVING_TRACING=on`) the p50 of one P
 was 1.56x the defaults' and of a no-op request 1.27x (docs/BENCHMARKS.md, "Serving choices").
 
 - `SERVING_TRACING=off` (the default) excludes every URL from that middleware, which then
-  passes requests straight through. `RequestIds` gives each request the ids the unsampled
-  span gave it: the `X-BentoML-Request-ID` response header and the `trace=...,span=...` of
+  passes requests straight through. `RequestIds` gives each request fresh ids, as the unsampled
+  span did: the `X-BentoML-Request-ID` response header and the `trace=...,span=...` of
   its log lines, which carry the same id, so a client's report still finds its log lines.
 - `SERVING_TRACING=on` keeps BentoML's tracing, for a deployment that sets an exporter and a
   sample rate in BentoML's `tracing` configuration.
@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from bentoml._internal.context import trace_context
 from opentelemetry import context, trace
 
 from serving.settings import Settings
@@ -53,8 +54,6 @@ class RequestIds:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        from bentoml._internal.context import trace_context
-
         ids = trace.SpanContext(
             trace_id=random.getrandbits(128) or 1,
             span_id=random.getrandbits(64) or 1,

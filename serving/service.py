@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio.to_thread
 import bentoml
@@ -294,7 +295,7 @@ class Classifier:
         pixels = await self._decode([NamedImage(image, "body")])
         return await self._top_k(pixels, min(3, len(self.class_names)))
 
-    def _checked(self, read, value) -> np.ndarray:
+    def _checked(self, read: Callable[[Any], np.ndarray], value: Any) -> np.ndarray:
         """The model's input from a client's array (serving/arrays.py); a client error else."""
         try:
             return arrays.checked_batch(read(value), self.shape, SETTINGS.max_images)
@@ -310,8 +311,8 @@ class Classifier:
     @bentoml.api
     async def classify_npy(self, array: UploadedFile, k: int = 3) -> Predictions:
         """The same batch as a NumPy `.npy` file (multipart field `array`, written by
-        `numpy.save`; integers or floats): top-k labels each. A quarter of the JSON's bytes
-        for uint8 pixels, and read without parsing."""
+        `numpy.save`; integers or floats): top-k labels each. One byte per uint8 value, and
+        read without parsing."""
         k = self._check_k(k)
         return await self._top_k(self._checked(arrays.from_npy, array.data), k)
 

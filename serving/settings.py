@@ -89,8 +89,8 @@ class Settings:
     #: How the model is called: `traced` (its graph, traced once) or `keras`
     #: (`predict_on_batch`; only to measure what tracing buys): serving/forward.py.
     model_call: str = "traced"
-    #: BentoML's OpenTelemetry spans for each request: `off` (the default) unless spans are
-    #: exported (BentoML's `tracing` configuration); serving/observability.py says why.
+    #: BentoML's OpenTelemetry spans for each request: `off` (the default), or `on` for a
+    #: deployment that configures BentoML's tracing exporter; serving/observability.py.
     tracing: str = "off"
     #: BentoML's access log, one line per request: `on` (the default) or `off`.
     access_log: str = "on"
