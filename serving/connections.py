@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 
 from uvicorn import config as uvicorn_config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from serving.lifetime import CLIENT_GONE
 
 _TIMEOUT_BODY = json.dumps([{"error": "request headers not received in time"}]).encode()
 REQUEST_TIMEOUT_RESPONSE = (
@@ -46,6 +49,8 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         #: The parser has seen the start of a request whose headers are not complete.
         self._in_headers = False
+        #: Each request whose answer is not complete: its CLIENT_GONE future (serving/lifetime.py).
+        self._unanswered: deque[asyncio.Future] = deque()
         self._arm()
 
     def on_message_begin(self) -> None:
@@ -55,9 +60,14 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_headers = False
         self._disarm()  # the request runs; its body is the request timeout's business
+        gone = self.loop.create_future()
+        self.scope.setdefault("extensions", {})[CLIENT_GONE] = gone
+        self._unanswered.append(gone)
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
+        if self._unanswered:  # HTTP/1.1 answers in order: the oldest one is complete
+            self._unanswered.popleft()
         super().on_response_complete()
         # Waiting for the next request on this connection, unless one had arrived whole.
         if not self.transport.is_closing() and self._idle():
@@ -65,6 +75,10 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        for gone in self._unanswered:  # the one being answered, and any pipelined behind it
+            if not gone.done():
+                gone.set_result(None)
+        self._unanswered.clear()
         super().connection_lost(exc)
 
     def _idle(self) -> bool:

@@ -14,16 +14,11 @@ that is only a URL sent to an endpoint with file fields, as a URL to download fr
 server-side fetch of whatever the client names (it answered 500 here only because a module it
 needs is not installed). Here a file field takes files only and URLs are never fetched: 400.
 
-Requests kept alive for the whole `traffic.timeout`: BentoML's timeout middleware schedules a
-timer per request and never cancels it, so every request's future and context (its
-OpenTelemetry span and more, ~20 objects) stay reachable for 60 s after it is answered. At a
-few hundred requests/s that is hundreds of thousands of live objects, which Python's full
-garbage collections then walk: pauses of 100+ ms, growing with the request rate.
+The request timeout: BentoML's never cancels its timer, which kept every answered request
+alive for 60 s; serving/lifetime.py replaces it (and stops the work of clients that hung up).
 """
 
 from __future__ import annotations
-
-import asyncio
 
 from _bentoml_impl import serde
 from bentoml._internal.server.http import traffic
@@ -31,6 +26,8 @@ from bentoml.exceptions import BadInput
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+
+from serving.lifetime import RequestLifetime
 
 
 class ClientErrorMultipartSerde(serde.MultipartSerde):
@@ -78,43 +75,12 @@ class NoFetchJSONSerde(serde.JSONSerde):
         return self.deserialize_model(serde.Payload((body,), metadata=request.headers), cls)
 
 
-class TimerCancellingTimeoutMiddleware(traffic.TimeoutMiddleware):
-    """BentoML's request timeout (504 when no response has started in time), with the timer
-    cancelled as soon as the response starts, so nothing of the request outlives it."""
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            return await self.app(scope, receive, send)
-        loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
-        timer = loop.call_later(self.timeout, self._set_timer_out, waiter)
-
-        async def _send(message) -> None:
-            if not waiter.done():
-                waiter.set_result(None)
-                timer.cancel()
-            await send(message)
-
-        handler = asyncio.ensure_future(self.app(scope, receive, _send))
-        try:
-            await waiter
-        except TimeoutError:
-            if handler.cancel():
-                await traffic.JSONResponse(
-                    {"error": f"Not able to process the request in {self.timeout} seconds"},
-                    status_code=504,
-                )(scope, receive, send)
-        else:
-            await handler
-        finally:
-            timer.cancel()
-
-
 def install() -> None:
-    """Put the fixed classes above in place of BentoML's, before its app is built."""
+    """Put the fixed classes above, and serving/lifetime.py's timeout, in place of BentoML's,
+    before its app is built."""
     for media_type, reader in list(serde.ALL_SERDE.items()):
         if reader is serde.MultipartSerde:
             serde.ALL_SERDE[media_type] = ClientErrorMultipartSerde  # type: ignore[index]
         elif reader is serde.JSONSerde:
             serde.ALL_SERDE[media_type] = NoFetchJSONSerde  # type: ignore[index]
-    traffic.TimeoutMiddleware = TimerCancellingTimeoutMiddleware
+    traffic.TimeoutMiddleware = RequestLifetime

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -835,11 +836,11 @@ def test_requests_past_the_bytes_in_flight_budget_get_503_before_they_are_read(s
 
 @pytest.fixture(scope="module")
 def small_queue_server(bento, session_dir):
-    """A server whose queue holds 64 images, one image per model call (so a 64-image request
+    """A server whose queue holds 512 images, one image per model call (so a 64-image request
     keeps the model busy while others arrive), fixed TensorFlow thread pools, BentoML's
     tracing on and sampling every request, and no access log."""
     env = {
-        "SERVING_MAX_QUEUED_IMAGES": "64",
+        "SERVING_MAX_QUEUED_IMAGES": "512",
         "SERVING_MAX_BATCH_SIZE": "1",
         "SERVING_API_TOKEN": "",
         "SERVING_TF_THREADS": "1,2",
@@ -868,6 +869,61 @@ def test_a_full_queue_answers_503_with_retry_after_and_the_reason(small_queue_se
     assert shed[0].headers["retry-after"] == "1"
     assert "queue is full" in shed[0].json()[0]["error"]
     assert send(0).status_code == 200  # and it serves again once the queue drains
+
+
+def _counter(server: str, name: str, **labels: str) -> float:
+    """The sum of a counter's samples on `/metrics` whose labels include `labels`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{server}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+def test_a_client_that_hangs_up_leaves_the_queue_and_its_images_are_never_computed(
+    small_queue_server, test_images
+):
+    """serving/lifetime.py: 7 clients queue 448 images (one per model call); an eighth queues
+    64 behind them and hangs up. Its request is cancelled and recorded as 499, the model never
+    computes its images, and the others are answered. uvicorn alone would have kept it queued
+    and computed all 512."""
+    images, _ = test_images
+    url = small_queue_server
+    batch = np.concatenate([images, images])[:64]  # 64 real images
+    computed = "cnn_model_batch_images_sum"
+    abandoned = {"endpoint": "/classify_npy", "http_response_code": "499"}
+    before, abandoned_before = (
+        _counter(url, computed),
+        _counter(url, "bentoml_service_request_total", **abandoned),
+    )
+
+    def hold(_: int) -> int:
+        return httpx.post(f"{url}/classify_npy", **npy(batch), timeout=60).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(7) as pool:
+        holders = [pool.submit(hold, i) for i in range(7)]
+        time.sleep(0.05)  # theirs are queued: 448 model calls, 0.4 s here
+        request = httpx.Request("POST", f"{url}/classify_npy", **npy(batch))
+        head = "".join(f"{k}: {v}\r\n" for k, v in request.headers.items())
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as leaver:
+            leaver.sendall(f"POST /classify_npy HTTP/1.1\r\n{head}\r\n".encode() + request.read())
+            time.sleep(0.03)  # read and queued behind the others
+        statuses = [holder.result() for holder in holders]
+    assert statuses == [200] * 7
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        gone = _counter(url, "bentoml_service_request_total", **abandoned) - abandoned_before
+        if gone:
+            break
+        time.sleep(0.1)
+    assert gone == 1, "the request of the client that hung up was not cancelled"
+    assert _counter(url, computed) - before < 8 * 64, "the model computed its images anyway"
+    assert hold(0) == 200
 
 
 def test_fixed_thread_pools_reach_tensorflow(small_queue_server, client):

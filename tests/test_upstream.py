@@ -1,4 +1,5 @@
-"""The BentoML workarounds of serving/upstream.py and serving/heap.py, in process.
+"""The BentoML workarounds of serving/upstream.py, serving/lifetime.py's timer and
+serving/heap.py, in process.
 
 The first test pins BentoML 1.4.39's bug: when it fails, BentoML has fixed it and the
 workaround can go.
@@ -14,6 +15,7 @@ from bentoml._internal.server.http import traffic
 
 from serving import upstream
 from serving.heap import freeze_startup_objects
+from serving.lifetime import RequestLifetime
 
 BENTOML_TIMEOUT_MIDDLEWARE = traffic.TimeoutMiddleware
 
@@ -56,14 +58,14 @@ def test_bentoml_timeout_middleware_keeps_a_timer_alive_after_the_response():
 
 
 def test_fixed_timeout_middleware_answers_and_leaves_no_timer():
-    sent, live_timers = _serve_once(upstream.TimerCancellingTimeoutMiddleware, _answer, 60)
+    sent, live_timers = _serve_once(RequestLifetime, _answer, 60)
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
     assert sent[0]["status"] == 200 and sent[1]["body"] == b"ok"
     assert live_timers == 0
 
 
 def test_fixed_timeout_middleware_still_answers_504_when_too_slow():
-    sent, live_timers = _serve_once(upstream.TimerCancellingTimeoutMiddleware, _too_slow, 0.05)
+    sent, live_timers = _serve_once(RequestLifetime, _too_slow, 0.05)
     assert sent[0]["status"] == 504
     assert b"Not able to process the request in 0.05 seconds" in sent[1]["body"]
     assert live_timers == 0
@@ -72,7 +74,7 @@ def test_fixed_timeout_middleware_still_answers_504_when_too_slow():
 def test_install_replaces_the_timeout_middleware_bentoml_builds_apps_with():
     upstream.install()
     try:
-        assert traffic.TimeoutMiddleware is upstream.TimerCancellingTimeoutMiddleware
+        assert traffic.TimeoutMiddleware is RequestLifetime
     finally:
         traffic.TimeoutMiddleware = BENTOML_TIMEOUT_MIDDLEWARE
 
