@@ -3,12 +3,16 @@ batcher against BentoML's CORK dispatcher, one server of each per repeat, in tur
 
 A burst lasts longer than the 5 s after which CORK refreshes what it learned from recent
 batches, so each burst can leave its mark; the probe right after it shows whether it did.
+Before each probe, one request alone is timed from the moment the burst's clients stop: it
+waits behind whatever the server still does for them (serving/lifetime.py drops the work of
+those that hung up).
 """
 
 from __future__ import annotations
 
 import json
 import time
+import urllib.request
 
 import pandas as pd
 
@@ -30,6 +34,18 @@ BATCHERS = ("eager", "cork")
 PROBES = ("classify x1", "array x1")
 
 
+def first_answer_ms(server_url: str, body) -> float:
+    """Milliseconds for one request of `body`, sent alone on a new connection."""
+    request = urllib.request.Request(
+        server_url + body.route, data=body.path.read_bytes(), method="POST"
+    )
+    request.add_header("Content-Type", body.content_type)
+    start = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=60) as response:
+        response.read()
+    return (time.perf_counter() - start) * 1000
+
+
 def run(model_tag: str) -> list[dict]:
     """One row per (repeat, batcher, phase, probe) with the probe's p50 and rate."""
     work = workdir()
@@ -41,6 +57,7 @@ def run(model_tag: str) -> list[dict]:
             server = Server(batcher, model_tag)
 
             def probe(phase: str, server=server, batcher=batcher, repeat=repeat) -> None:
+                first = first_answer_ms(server.url, bodies[PROBES[0]])
                 for name in PROBES:
                     r = load(server.url, bodies[name], 1, work, duration_s=PROBE_S)
                     rows.append(
@@ -52,6 +69,7 @@ def run(model_tag: str) -> list[dict]:
                             "p50_ms": r["p50_us"] / 1000,
                             "requests_per_s": r["requests"] / (r["duration_us"] / 1e6),
                             "errors": r["non_2xx"] + r["socket_errors"],
+                            **({"first_ms": first} if name == PROBES[0] else {}),
                         }
                     )
                     print(json.dumps(rows[-1]), flush=True)
@@ -92,8 +110,30 @@ def summary(rows: list[dict]) -> pd.DataFrame:
     return out.sort_values(["probe", "phase"])[["probe", "phase", *columns]]
 
 
+def first_answers(rows: list[dict]) -> pd.DataFrame:
+    """Per phase: each batcher's median over the repeats of the lone request's milliseconds."""
+    df = pd.DataFrame(rows).dropna(subset=["first_ms"])
+    table = df.pivot_table(index="phase", columns="batcher", values="first_ms", aggfunc="median")
+    table = table.reindex(list(dict.fromkeys(df.phase)))[list(BATCHERS)]
+    return table.add_suffix(" first answer ms").reset_index()
+
+
+FIRST = """
+Before each probe one PNG was sent alone on a new connection, timed from the moment the burst's
+clients stopped: it waits behind whatever the server still does for them. A client that hangs
+up before its answer has its request cancelled and its images dropped from the queue
+(serving/lifetime.py); medians over the repeats:
+
+{}
+"""
+
+
 def render(rows: list[dict]) -> str:
     table = summary(rows)
+    # Figures from before the lone request was timed have no first_ms.
+    first = ""
+    if any("first_ms" in row for row in rows):
+        first = FIRST.format(three_digits(first_answers(rows)).to_markdown(index=False))
     fresh = table[(table.probe == "classify x1") & (table.phase != "fresh")]
     worst = fresh.loc[fresh["eager / fresh"].idxmax()]
     return f"""## Latency after load: the eager batcher against BentoML's CORK
@@ -110,7 +150,7 @@ worst phase ({worst.phase}): **{worst["eager / fresh"]:.2f}x** the fresh p50, **
         worst["eager p50 ms"]:.2f} ms**.
 
 {three_digits(table).to_markdown(index=False)}
-"""
+{first}"""
 
 
 def three_digits(df: pd.DataFrame) -> pd.DataFrame:
