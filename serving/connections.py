@@ -1,4 +1,5 @@
-"""uvicorn's HTTP parser in C, on connections that must finish their request headers in time.
+"""uvicorn's HTTP parser in C, on connections that must finish their request headers in time
+and that tell each request when its client hangs up.
 
 uvicorn, which BentoML runs each worker on, parses HTTP with httptools (C) when it is
 installed and with h11 (pure Python) otherwise. httptools is a pinned dependency: on 2 cores
@@ -13,6 +14,11 @@ seconds, holds it (and its file descriptor) forever. `HeaderTimeoutProtocol` giv
 previous response. A connection past it is closed, with `408 Request Timeout` when the client
 had started a request (a silent close otherwise, as for an idle keep-alive connection, so that
 a client reusing it retries).
+
+Clients that hang up: each request's scope gets a future (`CLIENT_GONE`, an ASGI extension)
+that is resolved when the connection is lost before the request's answer is complete, which
+uvicorn itself tells an app only through `receive`. serving/lifetime.py cancels the request's
+work on it.
 
 BentoML builds the uvicorn config itself and offers no choice of protocol class, so `install`
 points uvicorn's `auto` and `httptools` protocol names at this class before the worker's server

@@ -50,9 +50,10 @@ class _ClientLeft(Exception):
 
 
 class _DisconnectWatch:
-    """The app's `receive`, and the client's hang-up before the response starts failing the
-    request's `waiter`; the app is then never handed the `http.disconnect` (it would answer a
-    500 to nobody) and is cancelled instead, waiting in `receive`."""
+    """The app's `receive`, watched: a client that hangs up before the response starts fails
+    the request's `waiter`, whether the protocol's future says so (`client_gone`) or the app
+    reads an `http.disconnect`. The app is never handed that message (it would answer a 500 to
+    nobody): it waits in `receive` until RequestLifetime cancels it."""
 
     def __init__(self, receive, waiter: asyncio.Future) -> None:
         self._receive = receive
