@@ -884,36 +884,50 @@ def _counter(server: str, name: str, **labels: str) -> float:
     )
 
 
+def _raw_request(url: str, path: str, **content) -> bytes:
+    """The bytes of an HTTP/1.1 POST as httpx would send them, to write to a socket."""
+    request = httpx.Request("POST", f"{url}{path}", **content)
+    head = "".join(f"{k}: {v}\r\n" for k, v in request.headers.items())
+    return f"POST {path} HTTP/1.1\r\n{head}\r\n".encode() + request.read()
+
+
+def _status(sock: socket.socket) -> int:
+    """The status code of the response that `sock` receives."""
+    head = b""
+    while b"\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return 0
+        head += chunk
+    return int(head.split(b" ", 2)[1])
+
+
 def test_a_client_that_hangs_up_leaves_the_queue_and_its_images_are_never_computed(
     small_queue_server, test_images
 ):
-    """serving/lifetime.py: 7 clients queue 448 images (one per model call); an eighth queues
-    64 behind them and hangs up. Its request is cancelled and recorded as 499, the model never
-    computes its images, and the others are answered. uvicorn alone would have kept it queued
-    and computed all 512."""
+    """serving/lifetime.py: 7 clients queue 448 images (one per model call, 0.4 s of work
+    here); an eighth queues 64 behind them and hangs up. Its request is cancelled and recorded
+    as 499, the model never computes its images, and the others are answered. uvicorn alone
+    would have kept it queued and computed all 512."""
     images, _ = test_images
     url = small_queue_server
-    batch = np.concatenate([images, images])[:64]  # 64 real images
+    host, port = url.removeprefix("http://").split(":")
+    request = _raw_request(url, "/classify_npy", **npy(np.concatenate([images, images])[:64]))
     computed = "cnn_model_batch_images_sum"
     abandoned = {"endpoint": "/classify_npy", "http_response_code": "499"}
-    before, abandoned_before = (
-        _counter(url, computed),
-        _counter(url, "bentoml_service_request_total", **abandoned),
-    )
-
-    def hold(_: int) -> int:
-        return httpx.post(f"{url}/classify_npy", **npy(batch), timeout=60).status_code
-
-    with concurrent.futures.ThreadPoolExecutor(7) as pool:
-        holders = [pool.submit(hold, i) for i in range(7)]
-        time.sleep(0.05)  # theirs are queued: 448 model calls, 0.4 s here
-        request = httpx.Request("POST", f"{url}/classify_npy", **npy(batch))
-        head = "".join(f"{k}: {v}\r\n" for k, v in request.headers.items())
-        host, port = url.removeprefix("http://").split(":")
+    before = _counter(url, computed)
+    abandoned_before = _counter(url, "bentoml_service_request_total", **abandoned)
+    holders = [socket.create_connection((host, int(port)), timeout=60) for _ in range(7)]
+    try:
+        for holder in holders:  # written before the leaver's, so queued before it
+            holder.sendall(request)
         with socket.create_connection((host, int(port)), timeout=10) as leaver:
-            leaver.sendall(f"POST /classify_npy HTTP/1.1\r\n{head}\r\n".encode() + request.read())
+            leaver.sendall(request)
             time.sleep(0.03)  # read and queued behind the others
-        statuses = [holder.result() for holder in holders]
+        statuses = [_status(holder) for holder in holders]
+    finally:
+        for holder in holders:
+            holder.close()
     assert statuses == [200] * 7
     deadline = time.time() + 10
     while time.time() < deadline:
@@ -923,7 +937,7 @@ def test_a_client_that_hangs_up_leaves_the_queue_and_its_images_are_never_comput
         time.sleep(0.1)
     assert gone == 1, "the request of the client that hung up was not cancelled"
     assert _counter(url, computed) - before < 8 * 64, "the model computed its images anyway"
-    assert hold(0) == 200
+    assert httpx.post(f"{url}/classify_npy", **npy(images), timeout=60).status_code == 200
 
 
 def test_fixed_thread_pools_reach_tensorflow(small_queue_server, client):
