@@ -98,23 +98,20 @@ class RequestLifetime(traffic.TimeoutMiddleware):
             await send(message)
 
         handler = asyncio.ensure_future(self.app(scope, watch.receive if watch else receive, _send))
+        #: What to answer in the handler's place: (status, error), when it is cancelled.
+        instead: tuple[int, str] | None = None
         try:
             await waiter
         except TimeoutError:
-            if handler.cancel():
-                await traffic.JSONResponse(
-                    {"error": f"Not able to process the request in {self.timeout} seconds"},
-                    status_code=504,
-                )(scope, receive, send)
+            instead = 504, f"Not able to process the request in {self.timeout} seconds"
         except _ClientLeft:
-            if handler.cancel():
-                await traffic.JSONResponse(
-                    {"error": "the client closed the connection before the answer"},
-                    status_code=CLIENT_CLOSED_REQUEST,
-                )(scope, receive, send)
+            instead = CLIENT_CLOSED_REQUEST, "the client closed the connection before the answer"
         else:
             await handler
         finally:
             timer.cancel()
             if gone is not None:
                 gone.remove_done_callback(watch.client_gone)
+        if instead is not None and handler.cancel():
+            status, error = instead
+            await traffic.JSONResponse({"error": error}, status_code=status)(scope, receive, send)

@@ -587,18 +587,21 @@ def test_token_is_required(server):
 # --- batching and load ---------------------------------------------------------------------------
 
 
-def _histogram(server: str, name: str) -> dict[float, float]:
-    """Cumulative counts by upper bound (`le`) of one histogram on the service's `/metrics`."""
+def _metric_samples(server: str) -> list:
+    """Every sample on the service's `/metrics`, parsed by prometheus_client."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(f"{server}/metrics", timeout=10).text
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def _histogram(server: str, name: str) -> dict[float, float]:
+    """Cumulative counts by upper bound (`le`) of one histogram on the service's `/metrics`."""
     buckets: dict[float, float] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name == name:
-            for sample in family.samples:
-                if sample.name.endswith("_bucket"):
-                    le = float(sample.labels["le"])
-                    buckets[le] = buckets.get(le, 0.0) + sample.value
+    for sample in _metric_samples(server):
+        if sample.name == f"{name}_bucket":
+            le = float(sample.labels["le"])
+            buckets[le] = buckets.get(le, 0.0) + sample.value
     return buckets
 
 
@@ -610,15 +613,7 @@ def _batch_histogram(server: str) -> tuple[float, float]:
 
 def test_worker_keeps_its_startup_objects_out_of_garbage_collections(server):
     """serving/heap.py: without it a full collection walks ~450,000 objects (~290 ms here)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(f"{server}/metrics", timeout=10).text
-    frozen = [
-        sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "cnn_gc_frozen_objects"
-        for sample in family.samples
-    ]
+    frozen = [s.value for s in _metric_samples(server) if s.name == "cnn_gc_frozen_objects"]
     assert frozen and min(frozen) > 100_000, frozen
 
 
@@ -873,13 +868,9 @@ def test_a_full_queue_answers_503_with_retry_after_and_the_reason(small_queue_se
 
 def _counter(server: str, name: str, **labels: str) -> float:
     """The sum of a counter's samples on `/metrics` whose labels include `labels`."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(f"{server}/metrics", timeout=10).text
     return sum(
         sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
+        for sample in _metric_samples(server)
         if sample.name == name and labels.items() <= sample.labels.items()
     )
 
