@@ -67,6 +67,7 @@ def arms_for(card: ModelCard, work: Path) -> list[Arm]:
     )
     return [
         *arms,
+        Arm("SERVING_BATCH_NORM=fused", arms[0].views, {"SERVING_BATCH_NORM": "fused"}),
         Arm("SERVING_BATCH_NORM=keras", arms[0].views, {"SERVING_BATCH_NORM": "keras"}),
         Arm("SERVING_MODEL_CALL=keras", arms[0].views, {"SERVING_MODEL_CALL": "keras"}),
         Arm("asyncio event loop", arms[0].views, {"PYTHONPATH": str(hidden)}, "asyncio"),
@@ -80,8 +81,10 @@ def _check(url: str, arm: Arm) -> dict:
     info = httpx.post(f"{url}/metadata", timeout=30).json()
     assert info["served_views"] == arm.views.count, (arm.label, info["served_views"])
     assert info["event_loop"] == arm.event_loop, (arm.label, info["event_loop"])
-    keras_bn = arm.env.get("SERVING_BATCH_NORM") == "keras"
-    assert (info["fused_batch_norm_layers"] == 0) == keras_bn, (arm.label, info)
+    setting = arm.env.get("SERVING_BATCH_NORM", "folded")
+    layers = (info.get("folded_batch_norm_layers", 0), info["fused_batch_norm_layers"])
+    assert (layers == (0, 0)) == (setting == "keras"), (arm.label, info)
+    assert (layers[0] > 0) == (setting == "folded"), (arm.label, info)
     model_call = arm.env.get("SERVING_MODEL_CALL", "traced")
     assert info["model_call"] == model_call, (arm.label, info["model_call"])
     for setting, name, default in (

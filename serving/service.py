@@ -111,7 +111,10 @@ class ModelInfo(BaseModel):
     #: TensorFlow's CPU thread pools as it reports them; 0 is its default (serving/threads.py).
     intra_op_threads: int
     inter_op_threads: int
-    #: Batch-norm layers computed in TensorFlow's fused inference kernel (serving/batch_norm.py).
+    #: Batch-norm layers folded into the convolution or dense layer before them, and those
+    #: computed in TensorFlow's fused inference kernel (`SERVING_BATCH_NORM`,
+    #: serving/batch_norm.py).
+    folded_batch_norm_layers: int
     fused_batch_norm_layers: int
     #: `traced` (the model's graph, traced once) or `keras` (`predict_on_batch`):
     #: serving/forward.py.
@@ -189,7 +192,7 @@ class Classifier:
             ),
             served,
         )
-        fused = batch_norm.fuse(self.model) if SETTINGS.batch_norm == "fused" else 0
+        normalised = batch_norm.prepare(self.model, SETTINGS.batch_norm)
         self._forward = forward.choose(SETTINGS.model_call, self.model, card.input_shape)
         stored = self.bento_model
         # Warm-up: TensorFlow builds its kernels for each batch shape on first use, so the
@@ -211,7 +214,8 @@ class Classifier:
             max_images_per_request=SETTINGS.max_images,
             intra_op_threads=pools.intra_op,
             inter_op_threads=pools.inter_op,
-            fused_batch_norm_layers=fused,
+            folded_batch_norm_layers=normalised.folded,
+            fused_batch_norm_layers=normalised.fused,
             model_call=SETTINGS.model_call,
             tracing=SETTINGS.tracing,
             access_log=SETTINGS.access_log,

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 
 from pipeline.preprocess import DEFAULT_MAX_PIXELS
-from serving import forward, threads, views
+from serving import batch_norm, forward, threads, views
 
 
 def _int(name: str, default: int) -> int:
@@ -40,7 +40,7 @@ def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
 
 
 BATCHERS = ("eager", "cork", "none")
-BATCH_NORMS = ("fused", "keras")
+BATCH_NORMS = batch_norm.CHOICES
 SWITCHES = ("on", "off")
 
 
@@ -83,9 +83,10 @@ class Settings:
     workers: int
     #: Views of each image the model averages: `model`, `flip` or `one` (serving/views.py).
     views: str = "model"
-    #: Inference batch norm in TensorFlow's fused kernel (`fused`) or Keras' own ops
-    #: (`keras`; only to measure what fusing buys): serving/batch_norm.py.
-    batch_norm: str = "fused"
+    #: Inference batch norm folded into the layer before it where it can be, else in
+    #: TensorFlow's fused kernel (`folded`); fused everywhere (`fused`); or Keras' own ops
+    #: (`keras`; only to measure what the others buy): serving/batch_norm.py.
+    batch_norm: str = "folded"
     #: How the model is called: `traced` (its graph, traced once) or `keras`
     #: (`predict_on_batch`; only to measure what tracing buys): serving/forward.py.
     model_call: str = "traced"
@@ -127,7 +128,7 @@ def load() -> Settings:
         tf_threads=threads.parse(os.environ.get("SERVING_TF_THREADS", "auto")),
         workers=_int("SERVING_WORKERS", 1),
         views=_choice("SERVING_VIEWS", views.CHOICES, "model"),
-        batch_norm=_choice("SERVING_BATCH_NORM", BATCH_NORMS, "fused"),
+        batch_norm=_choice("SERVING_BATCH_NORM", BATCH_NORMS, "folded"),
         model_call=_choice("SERVING_MODEL_CALL", forward.CHOICES, "traced"),
         tracing=_choice("SERVING_TRACING", SWITCHES, "off"),
         access_log=_choice("SERVING_ACCESS_LOG", SWITCHES, "on"),

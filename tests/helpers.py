@@ -119,7 +119,7 @@ CARD = ModelCard(
 )
 
 
-def nested_batch_norm_model(policy: str, axis: int = -1):
+def nested_batch_norm_model(policy: str = "float32", axis: int = -1):
     """Conv -> BN -> ReLU -> Dense -> BN, inside an outer model as the test-time views nest
     the network, with moving statistics and scales far from the initial ones: what the
     served model's batch norm and model call are checked on (tests/test_batch_norm.py,

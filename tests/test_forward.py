@@ -10,11 +10,11 @@ from tests.helpers import nested_batch_norm_model
 
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
-@pytest.mark.parametrize("fused", [False, True])
-def test_the_traced_call_answers_as_predict_on_batch_for_any_batch_size(policy, fused):
+@pytest.mark.parametrize("setting", batch_norm.CHOICES)
+def test_the_traced_call_answers_as_predict_on_batch_for_any_batch_size(policy, setting):
     model = nested_batch_norm_model(policy)
-    if fused:
-        assert batch_norm.fuse(model) == 2
+    prepared = batch_norm.prepare(model, setting)
+    assert prepared.folded + prepared.fused == (0 if setting == "keras" else 2)
     traced = forward.traced(model, (6, 6, 2))  # traced once, before any call
     rng = np.random.default_rng(1)
     for size in (1, 5, 64):

@@ -185,7 +185,8 @@ def test_metadata_names_the_champion(client, sweep):
     assert info["test_time_flip"] is sweep["config"].augment.test_flip is False
     assert info["test_time_views"] == info["served_views"] == 1
     assert info["served_test_accuracy"] == info["test_accuracy"]
-    assert info["fused_batch_norm_layers"] == 0  # the quick sweep trains without batch norm
+    # The quick sweep trains without batch norm.
+    assert (info["folded_batch_norm_layers"], info["fused_batch_norm_layers"]) == (0, 0)
     assert info["event_loop"] == "uvloop"
     assert info["model_call"] == "traced"  # serving/forward.py
 
@@ -1024,13 +1025,14 @@ def test_a_server_told_to_answers_with_fewer_views_than_its_model(
         bentoml.models.get(tag).path_of("model.keras"), safe_mode=True, compile=False
     )
     pixels = images.astype(np.float32)
-    # The server computes batch norm in TensorFlow's fused kernel (serving/batch_norm.py), the
-    # reference in Keras' own ops: the same answers.
+    # The server folds LeNet's batch norm into the convolution or dense layer before it
+    # (serving/batch_norm.py), the reference computes it in Keras' own ops: the same answers.
     layers = model._flatten_layers(include_self=False, recursive=True)
-    assert info["fused_batch_norm_layers"] == sum(
+    assert info["folded_batch_norm_layers"] == sum(
         isinstance(layer, keras.layers.BatchNormalization) for layer in layers
     )
-    assert info["fused_batch_norm_layers"] > 0
+    assert info["folded_batch_norm_layers"] > 0
+    assert info["fused_batch_norm_layers"] == 0  # each follows a conv or dense layer
     flip = softmax(np.asarray(flip_averaged(base_model(model))(pixels)))
     assert_matches(answer.json(), flip, info["class_names"], k=10)
     # ... which is not what the 10-view model says, so the setting is what took effect.
