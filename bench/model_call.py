@@ -2,8 +2,9 @@
 serving/forward.py), by TensorFlow thread pools: what `SERVING_TF_THREADS=auto` picks
 (serving/threads.py) against TensorFlow's defaults, each setting in its own process (the pools
 are process-wide), in turns. Under `auto`, in the same process and interleaved call by call:
-Keras' `predict_on_batch` of the same model, and the model with Keras' own batch norm instead
-of the fused kernel the service runs (serving/batch_norm.py).
+Keras' `predict_on_batch` of the same model, and the model with its batch norm in TensorFlow's
+fused kernel and in Keras' own ops instead of folded into the layers before it, as the service
+runs it (serving/batch_norm.py).
 
 `python -m bench.model_call TAG SETTING` measures one process and prints one `BENCH` line.
 """
@@ -53,14 +54,16 @@ def measure(model_tag: str, setting: str) -> dict:
     def load() -> keras.Model:
         return keras.saving.load_model(stored.path_of("model.keras"), safe_mode=True, compile=False)
 
-    model, keras_bn = load(), load()
-    fused = batch_norm.fuse(model)
+    model, fused_bn, keras_bn = load(), load(), load()
+    prepared = batch_norm.prepare(model, "folded")
+    batch_norm.prepare(fused_bn, "fused")
     pixels = np.random.default_rng(0).integers(0, 256, (max(BATCHES), *card.input_shape))
     pixels = pixels.astype(np.float32)
     shape = card.input_shape
     calls = {"": forward.traced(model, shape)}
     if setting == "auto":
         calls["_keras_call"] = forward.keras_call(model)
+        calls["_fused_bn"] = forward.traced(fused_bn, shape)
         calls["_keras_bn"] = forward.traced(keras_bn, shape)
     network = base_model(model)
     if setting == "default" and network is not model:
@@ -87,7 +90,8 @@ def measure(model_tag: str, setting: str) -> dict:
         "intra_op": pools.intra_op,
         "inter_op": pools.inter_op,
         "test_time_flip": card.test_time_flip,
-        "fused_batch_norm_layers": fused,
+        "folded_batch_norm_layers": prepared.folded,
+        "fused_batch_norm_layers": prepared.fused,
     }
     for batch in BATCHES:
         for name, ms in median_ms(batch).items():
@@ -111,6 +115,12 @@ computes batch norm in TensorFlow's fused inference kernel, as the service does
 (`SERVING_BATCH_NORM=fused`, serving/batch_norm.py; {} layers of this model); `Keras BN` is
 the same model with Keras' own batch norm, timed in the `auto` process beside it."""
 
+FOLDED = """ Every column but `fused BN` and `Keras BN` folds batch norm into the
+convolution or dense layer before it, as the service does (`SERVING_BATCH_NORM=folded`,
+serving/batch_norm.py; {} layers of this model folded, {} fused); `fused BN` is the same model
+with every batch norm in TensorFlow's fused inference kernel, `Keras BN` with Keras' own ops,
+each timed in the `auto` process beside it."""
+
 TRACED = """ Every column but `predict_on_batch` calls the model's graph, traced once
 for any batch size, as the service does (`SERVING_MODEL_CALL=traced`, serving/forward.py);
 `predict_on_batch` is Keras' call of the same model, timed in the `auto` process beside it."""
@@ -123,9 +133,15 @@ def render(raw: dict) -> str:
     rows = pd.DataFrame(raw["rows"])
     auto, default = rows[rows.setting == "auto"], rows[rows.setting == "default"]
     pools = f"intra-op {auto.intra_op.iloc[0]}, inter-op {auto.inter_op.iloc[0]}"
-    # Figures from before the fused batch norm have no Keras BN column.
+    # Figures from before the fused batch norm have no Keras BN column, and those from before
+    # the folded one no fused BN column.
+    folded = "b1_fused_bn_ms" in auto
     fused = int(auto.fused_batch_norm_layers.iloc[0]) if "b1_keras_bn_ms" in auto else 0
-    notes = FUSED.format(fused) if fused else ""
+    if folded:
+        layers = (auto.folded_batch_norm_layers.iloc[0], auto.fused_batch_norm_layers.iloc[0])
+        notes = FOLDED.format(*layers)
+    else:
+        notes = FUSED.format(fused) if fused else ""
     # Figures from before the traced call timed `predict_on_batch` alone, one call at a time.
     traced = "b1_keras_call_ms" in auto
     if traced:
@@ -144,10 +160,15 @@ def render(raw: dict) -> str:
             keras_call = auto.set_index("round")[f"b{batch}_keras_call_ms"]
             entry["auto, predict_on_batch, ms"] = keras_call.median()
             entry["traced / predict_on_batch"] = (a / keras_call).median()
-        if fused:
+        if folded:
+            fused_bn = auto.set_index("round")[f"b{batch}_fused_bn_ms"]
+            entry["auto, fused BN, ms"] = fused_bn.median()
+            entry["folded / fused BN"] = (a / fused_bn).median()
+        if fused or folded:
             keras_bn = auto.set_index("round")[f"b{batch}_keras_bn_ms"]
             entry["auto, Keras BN, ms"] = keras_bn.median()
-            entry["fused BN / Keras BN"] = (a / keras_bn).median()
+            label = "folded / Keras BN" if folded else "fused BN / Keras BN"
+            entry[label] = (a / keras_bn).median()
         if f"b{batch}_one_view_ms" in default:
             one = default.set_index("round")[f"b{batch}_one_view_ms"]
             entry["one view, defaults, ms"] = one.median()

@@ -108,7 +108,9 @@ def run(model_tag: str) -> dict:
             server = Server("eager", model_tag, arm.env)
             row = {"served": arm.label, "views": arm.views.count, "repeat": repeat}
             try:
-                row["fused BN layers"] = _check(server.url, arm)["fused_batch_norm_layers"]
+                info = _check(server.url, arm)
+                row["folded BN layers"] = info["folded_batch_norm_layers"]
+                row["fused BN layers"] = info["fused_batch_norm_layers"]
                 for phase, body, clients, seconds in (
                     ("fresh p50 ms", "classify x1", 1, PROBE_S),
                     ("no-op p50 ms", "no-op", 1, PROBE_S),
@@ -143,10 +145,14 @@ def summary(raw: dict) -> pd.DataFrame:
         if figure in ratios:  # figures an earlier run did not measure are left out
             out[label] = ratios[figure].groupby(level="served").median()
     out.insert(0, "views", df.groupby("served")["views"].first())
-    out.insert(1, "fused BN layers", df.groupby("served")["fused BN layers"].first())
+    layers = [c for c in ("folded BN layers", "fused BN layers") if c in df]  # folded: new
+    for i, column in enumerate(layers, start=1):
+        out.insert(i, column, df.groupby("served")[column].first())
     accuracy = raw["accuracy"]
     out.insert(
-        2, "test accuracy", [f"{accuracy[a]:.4f}" if accuracy.get(a) else "" for a in out.index]
+        1 + len(layers),
+        "test accuracy",
+        [f"{accuracy[a]:.4f}" if accuracy.get(a) else "" for a in out.index],
     )
     out["errors"] = df.groupby("served")["errors"].sum()
     return out.reset_index()
@@ -189,19 +195,31 @@ def render(raw: dict) -> str:
         else ""
     )
     no_op = " no-op requests at 1 client," if observed else ""
+    folded = any(r["served"] == "SERVING_BATCH_NORM=fused" for r in raw["rows"])
+    default_bn = (
+        "batch norm folded into the layer before it"
+        if folded
+        else "batch norm in TensorFlow's fused kernel"
+    )
+    other_bn = (
+        "with batch norm in TensorFlow's fused kernel (`SERVING_BATCH_NORM=fused`) and in Keras'"
+        " own ops (`SERVING_BATCH_NORM=keras`), serving/batch_norm.py;"
+        if folded
+        else "with Keras' own batch norm (`SERVING_BATCH_NORM=keras`, serving/batch_norm.py);"
+    )
+    layers_checked = "folded and fused layers" if folded else "fused layers"
     npy_files = ", as JSON arrays and as `.npy` files" if observed else " and then as JSON arrays"
     return f"""## Serving choices side by side: test-time views, {title}
 
 `bench/views.py` (`make bench-views`). The champion, `{raw["model_tag"]}`, served by one worker
-with the eager batcher: as the defaults serve it (every view the model averages, batch norm in
-TensorFlow's fused kernel, {traced_default}uvicorn on uvloop); with each `SERVING_VIEWS`
-choice that changes its passes per image (serving/views.py); with Keras' own batch norm
-(`SERVING_BATCH_NORM=keras`, serving/batch_norm.py);{call}{observability} and on asyncio's
-event loop (uvloop hidden from the worker). Each server's /metadata is checked for its views,
-fused layers{checked}{", tracing, access log" if observed else ""} and event loop before it is
-measured. {REPEATS} repeats, the arms in turns, a fresh server for each. Per server: one PNG at
-1 client for {PROBE_S} s (`fresh`),{no_op} {BURST_S} s of 64-image requests at {BURST_CLIENTS}
-clients as PNG uploads{npy_files}, and one PNG at 1 client again. Figures are
+with the eager batcher: as the defaults serve it (every view the model averages,
+{default_bn}, {traced_default}uvicorn on uvloop); with each `SERVING_VIEWS`
+choice that changes its passes per image (serving/views.py); {other_bn}{call}{observability}
+and on asyncio's event loop (uvloop hidden from the worker). Each server's /metadata is checked
+for its views, {layers_checked}{checked}{", tracing, access log" if observed else ""} and event
+loop before it is measured. {REPEATS} repeats, the arms in turns, a fresh server for each. Per
+server: one PNG at 1 client for {PROBE_S} s (`fresh`),{no_op} {BURST_S} s of 64-image requests
+at {BURST_CLIENTS} clients as PNG uploads{npy_files}, and one PNG at 1 client again. Figures are
 medians over the repeats; `/ defaults` is the median of each repeat's figure over the same
 repeat's figure with the defaults. "test accuracy" is what the model's run measured with those
 views (the model card; blank where the run did not measure it).{measured}
