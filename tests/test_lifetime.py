@@ -152,7 +152,9 @@ def test_answered_requests_run_to_their_end_on_a_kept_alive_connection(server):
     finally:
         connection.close()
     assert app.wait_for("/answer") == "completed"
-    assert app.messages["/answer"] == ["http.request"] * 3
+    # Each body whole, in one message or more (as the socket delivered it), and no disconnect.
+    assert set(app.messages["/answer"]) == {"http.request"}
+    assert len(app.messages["/answer"]) >= 3
 
 
 def test_a_client_that_leaves_after_its_answer_started_does_not_cancel_it(server):
