@@ -10,8 +10,9 @@ chosen by `SERVING_BATCH_NORM`:
   nothing else reads, that map is folded into the layer's weights: kernel * scale, and a bias
   (the layer's own, if any, times scale, plus shift). The batch norm then does nothing, and
   the convolution, its bias and the ReLU after it are one oneDNN kernel. On the 2-core CPU the
-  VGG champion's call takes about 0.8x the fused kernel's time at 64 images and 0.7x at one
-  (docs/BENCHMARKS.md, "The model call by thread pools"). Batch norm anywhere else is fused.
+  VGG champion's call takes 0.642x the fused kernel's time at one image, 0.873x at 64 and
+  0.794x at 256 (docs/BENCHMARKS.md, "The model call by thread pools"). Batch norm anywhere
+  else is fused.
 - `fused`: TensorFlow's `FusedBatchNormV3` (`is_training=False`) does the same arithmetic in
   one kernel, in float32 inside, on the bf16 activation: 0.72x Keras' time at 64 images.
 - `keras`: Keras' own ops, only to measure what the others buy.
