@@ -131,9 +131,10 @@ def _foldable_source(bn: keras.layers.BatchNormalization, outputs: set[int]):
 
     if len(bn._inbound_nodes) != 1 or bn.renorm:
         return None
-    (source_tensor,) = bn._inbound_nodes[0].arguments.keras_tensors or [None]
-    if source_tensor is None or id(source_tensor) in outputs:
+    tensors = bn._inbound_nodes[0].arguments.keras_tensors
+    if len(tensors) != 1 or id(tensors[0]) in outputs:
         return None
+    source_tensor = tensors[0]
     layer = source_tensor._keras_history.operation
     if type(layer) not in (keras.layers.Conv2D, keras.layers.Dense):
         return None
