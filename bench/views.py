@@ -82,7 +82,7 @@ def _check(url: str, arm: Arm) -> dict:
     assert info["served_views"] == arm.views.count, (arm.label, info["served_views"])
     assert info["event_loop"] == arm.event_loop, (arm.label, info["event_loop"])
     setting = arm.env.get("SERVING_BATCH_NORM", "folded")
-    layers = (info.get("folded_batch_norm_layers", 0), info["fused_batch_norm_layers"])
+    layers = (info["folded_batch_norm_layers"], info["fused_batch_norm_layers"])
     assert (layers == (0, 0)) == (setting == "keras"), (arm.label, info)
     assert (layers[0] > 0) == (setting == "folded"), (arm.label, info)
     model_call = arm.env.get("SERVING_MODEL_CALL", "traced")

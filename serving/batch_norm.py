@@ -9,12 +9,15 @@ chosen by `SERVING_BATCH_NORM`:
   `x * scale + shift`. Where it directly follows a `Conv2D` or `Dense` layer whose output
   nothing else reads, that map is folded into the layer's weights: kernel * scale, and a bias
   (the layer's own, if any, times scale, plus shift). The batch norm then does nothing, and
-  the convolution, its bias and the ReLU after it are one oneDNN kernel. On the 2-core CPU the
+  TensorFlow's oneDNN rewrite runs the convolution, its bias and the ReLU after it as one
+  kernel (`_MklNativeFusedConv2D` in a profile of the champion, where `fused` runs a
+  convolution and then a batch norm with its ReLU: a probe). On the 2-core CPU the
   VGG champion's call takes 0.642x the fused kernel's time at one image, 0.873x at 64 and
   0.794x at 256 (docs/BENCHMARKS.md, "The model call by thread pools"). Batch norm anywhere
   else is fused.
 - `fused`: TensorFlow's `FusedBatchNormV3` (`is_training=False`) does the same arithmetic in
-  one kernel, in float32 inside, on the bf16 activation: 0.72x Keras' time at 64 images.
+  one kernel, in float32 inside, on the bf16 activation: 0.834x Keras' time at 64 images
+  and 0.795x at 256 (the same table).
 - `keras`: Keras' own ops, only to measure what the others buy.
 
 Either way, only these layer instances' inference methods change: their classes, variables and
@@ -194,9 +197,9 @@ def _folded_away_call(self, inputs, training=None, mask=None):
     return inputs
 
 
-def fold(model: keras.Model) -> int:
+def fold(model: keras.Model) -> list[keras.layers.BatchNormalization]:
     """Fold each batch norm that directly follows a `Conv2D` or `Dense` layer into that
-    layer's weights (the module doc says which); returns how many were folded.
+    layer's weights (the module doc says which); returns the batch norms left as they were.
 
     Call it before the model's first call: TensorFlow traces the predict function once.
     """
@@ -205,17 +208,17 @@ def fold(model: keras.Model) -> int:
     import keras
 
     outputs = _model_outputs(model)
-    folded = 0
+    left = []
     for bn in _batch_norm_layers(model):
         layer = _foldable_source(bn, outputs)
         if layer is None:
+            left.append(bn)
             continue
         kernel, bias = _folded_weights(layer, bn)
         call = _folded_conv_call if isinstance(layer, keras.layers.Conv2D) else _folded_dense_call
         layer.call = types.MethodType(functools.partial(call, kernel=kernel, bias=bias), layer)
         bn.call = types.MethodType(_folded_away_call, bn)
-        folded += 1
-    return folded
+    return left
 
 
 def prepare(model: keras.Model, setting: str) -> Prepared:
@@ -224,7 +227,6 @@ def prepare(model: keras.Model, setting: str) -> Prepared:
         return Prepared()
     if setting == "fused":
         return Prepared(fused=fuse(model))
-    layers = _batch_norm_layers(model)
-    folded = fold(model)
-    rest = [layer for layer in layers if layer.call.__func__ is not _folded_away_call]
-    return Prepared(folded=folded, fused=fuse(model, rest))
+    total = len(_batch_norm_layers(model))
+    left = fold(model)
+    return Prepared(folded=total - len(left), fused=fuse(model, left))
