@@ -22,7 +22,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 BENTOFILE := $(if $(filter 1,$(GPU)),bentofile.gpu.yaml,bentofile.yaml)
 MODELS_OVERRIDE := $(if $(MODELS),models=[$(MODELS)])
 
-.PHONY: help setup data train ui mlflow-server serve bento containerize base-image container-test bench bench-serving bench-training bench-zoo bench-views bench-model-call bench-soak bench-faults results test test-fast lint format clean
+.PHONY: help setup data train ui mlflow-server serve bento containerize base-image container-test bench bench-serving bench-training bench-zoo bench-views bench-model-call bench-history bench-soak bench-faults results test test-fast lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-13s %s\n", $$1, $$2}'
@@ -93,6 +93,9 @@ bench-views: setup ## Serving choices side by side (views, batch norm, event loo
 
 bench-model-call: setup ## The model call by thread pools, traced and batch norm, again, keeping the rest
 	$(BIN)/python -m bench.run --model-call
+
+bench-history: setup ## Latency after load (eager against CORK, each beside an untouched server) again, keeping the rest
+	$(BIN)/python -m bench.run --history
 
 bench-soak: setup ## The 10-minute serving soak again, keeping the rest -> docs/BENCHMARKS.md
 	$(BIN)/python -m bench.run --soak

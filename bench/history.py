@@ -6,6 +6,12 @@ batches, so each burst can leave its mark; the probe right after it shows whethe
 Before each probe, one request alone is timed from the moment the burst's clients stop: it
 waits behind whatever the server still does for them (serving/lifetime.py drops the work of
 those that hung up).
+
+This host's speed drifts by tens of percent within a minute, so a p50 after a burst over the
+fresh p50 a minute before mixes the server's history with the host's. Each repeat therefore
+also starts an untouched server of the same batcher, which gets no bursts: it is probed
+beside the burst server in every phase, and `/ untouched` is the burst server's p50 over the
+untouched one's at the same moment, the host's drift taken out.
 """
 
 from __future__ import annotations
@@ -46,45 +52,55 @@ def first_answer_ms(server_url: str, body) -> float:
     return (time.perf_counter() - start) * 1000
 
 
+def _probe(servers: dict[str, Server], bodies, work, **labels) -> list[dict]:
+    """The lone request on the burst server, then each probe on every server in turn: one row
+    each, with `labels` (batcher, repeat, phase)."""
+    first = first_answer_ms(servers["bursted"].url, bodies[PROBES[0]])
+    rows = []
+    for name in PROBES:
+        for role, server in servers.items():
+            r = load(server.url, bodies[name], 1, work, duration_s=PROBE_S)
+            rows.append(
+                {
+                    **labels,
+                    "server": role,
+                    "probe": name,
+                    "p50_ms": r["p50_us"] / 1000,
+                    "requests_per_s": r["requests"] / (r["duration_us"] / 1e6),
+                    "errors": r["non_2xx"] + r["socket_errors"],
+                    **({"first_ms": first} if name == PROBES[0] and role == "bursted" else {}),
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def run(model_tag: str) -> list[dict]:
-    """One row per (repeat, batcher, phase, probe) with the probe's p50 and rate."""
+    """One row per (repeat, batcher, server, phase, probe) with the probe's p50 and rate;
+    `server` is `bursted` (the server the bursts hit) or `untouched` (probed beside it)."""
     work = workdir()
     bodies = request_bodies(work)
     rows: list[dict] = []
     for repeat in range(REPEATS):
         order = BATCHERS if repeat % 2 == 0 else BATCHERS[::-1]
         for batcher in order:
-            server = Server(batcher, model_tag)
-
-            def probe(phase: str, server=server, batcher=batcher, repeat=repeat) -> None:
-                first = first_answer_ms(server.url, bodies[PROBES[0]])
-                for name in PROBES:
-                    r = load(server.url, bodies[name], 1, work, duration_s=PROBE_S)
-                    rows.append(
-                        {
-                            "batcher": batcher,
-                            "repeat": repeat,
-                            "phase": phase,
-                            "probe": name,
-                            "p50_ms": r["p50_us"] / 1000,
-                            "requests_per_s": r["requests"] / (r["duration_us"] / 1e6),
-                            "errors": r["non_2xx"] + r["socket_errors"],
-                            **({"first_ms": first} if name == PROBES[0] else {}),
-                        }
-                    )
-                    print(json.dumps(rows[-1]), flush=True)
-
+            servers = {"bursted": Server(batcher, model_tag)}
             try:
-                probe("fresh")
+                servers["untouched"] = Server(batcher, model_tag)
+                labels = {"batcher": batcher, "repeat": repeat}
+                rows += _probe(servers, bodies, work, **labels, phase="fresh")
                 for label, clients, body in BURSTS:
-                    burst = load(server.url, bodies[body], clients, work, duration_s=BURST_S)
+                    url = servers["bursted"].url
+                    burst = load(url, bodies[body], clients, work, duration_s=BURST_S)
                     if burst["non_2xx"] + burst["socket_errors"]:
                         print(f"{batcher}: errors in the burst {label}: {burst}", flush=True)
-                    probe(f"after {label}")
+                    rows += _probe(servers, bodies, work, **labels, phase=f"after {label}")
                 time.sleep(IDLE_S)
-                probe(f"after the last burst and {IDLE_S} s idle")
+                phase = f"after the last burst and {IDLE_S} s idle"
+                rows += _probe(servers, bodies, work, **labels, phase=phase)
             finally:
-                server.stop()
+                for server in servers.values():
+                    server.stop()
     return rows
 
 
@@ -92,21 +108,37 @@ def summary(rows: list[dict]) -> pd.DataFrame:
     """Per probe and phase: each batcher's median p50 over the repeats, and the median over
     the repeats of its p50 over its own fresh p50 in that repeat."""
     df = pd.DataFrame(rows)
-    p50 = df.pivot_table(index=["probe", "phase", "repeat"], columns="batcher", values="p50_ms")
+    if "server" not in df:  # figures from before the untouched server
+        df["server"] = "bursted"
+    index = ["probe", "phase", "repeat"]
+    by_server = {
+        role: group.pivot_table(index=index, columns="batcher", values="p50_ms")
+        for role, group in df.groupby("server")
+    }
+    p50 = by_server["bursted"]
     fresh = p50.xs("fresh", level="phase")
-    ratio = p50.div(fresh.reindex(p50.index.droplevel("phase")).to_numpy())
-    out = pd.concat(
-        [
-            p50.groupby(level=["probe", "phase"], sort=False).median().add_suffix(" p50 ms"),
-            ratio.groupby(level=["probe", "phase"], sort=False).median().add_suffix(" / fresh"),
-        ],
-        axis=1,
-    )
+    parts = [
+        p50.groupby(level=["probe", "phase"], sort=False).median().add_suffix(" p50 ms"),
+        p50.div(fresh.reindex(p50.index.droplevel("phase")).to_numpy())
+        .groupby(level=["probe", "phase"], sort=False)
+        .median()
+        .add_suffix(" / fresh"),
+    ]
+    suffixes = [" p50 ms", " / fresh"]
+    if "untouched" in by_server:
+        parts.append(
+            p50.div(by_server["untouched"].reindex(p50.index))
+            .groupby(level=["probe", "phase"], sort=False)
+            .median()
+            .add_suffix(" / untouched")
+        )
+        suffixes.append(" / untouched")
+    out = pd.concat(parts, axis=1)
     order = list(dict.fromkeys(df.phase))
     out = out.reset_index()
     out["phase"] = pd.Categorical(out.phase, order, ordered=True)
     out["probe"] = pd.Categorical(out.probe, PROBES, ordered=True)
-    columns = [f"{b} p50 ms" for b in BATCHERS] + [f"{b} / fresh" for b in BATCHERS]
+    columns = [f"{b}{suffix}" for suffix in suffixes for b in BATCHERS]
     return out.sort_values(["probe", "phase"])[["probe", "phase", *columns]]
 
 
@@ -134,8 +166,25 @@ def render(rows: list[dict]) -> str:
     first = ""
     if any("first_ms" in row for row in rows):
         first = FIRST.format(three_digits(first_answers(rows)).to_markdown(index=False))
-    fresh = table[(table.probe == "classify x1") & (table.phase != "fresh")]
-    worst = fresh.loc[fresh["eager / fresh"].idxmax()]
+    after = table[(table.probe == "classify x1") & (table.phase != "fresh")]
+    worst = after.loc[after["eager / fresh"].idxmax()]
+    aim = (
+        f"Eager, worst phase ({worst.phase}): **{worst['eager / fresh']:.2f}x** the fresh p50, "
+        f"**{worst['eager p50 ms']:.2f} ms**."
+    )
+    untouched = ""
+    if "eager / untouched" in table:
+        beside = after.loc[after["eager / untouched"].idxmax()]
+        aim += (
+            f" Against the untouched server probed beside it, worst phase ({beside.phase}): "
+            f"**{beside['eager / untouched']:.2f}x**."
+        )
+        untouched = (
+            "\n\nEach repeat also starts an untouched server of the same batcher, which gets no"
+            " bursts: it is probed\nbeside the burst server in every phase, the two in turns."
+            " `/ untouched` is the median of the burst\nserver's p50 over the untouched one's"
+            " at the same moment, which takes the host's drift out."
+        )
     return f"""## Latency after load: the eager batcher against BentoML's CORK
 
 `bench/history.py`. The champion on one worker, {REPEATS} repeats, each on a fresh server per
@@ -143,11 +192,9 @@ batcher, the two batchers in turns (`SERVING_BATCHER`). A probe is 1 client for 
 with one PNG (`classify x1`) and then one image as JSON (`array x1`); it runs on the fresh
 server, right after each {BURST_S} s burst (longer than the 5 s after which CORK refreshes what
 it learned), and after {IDLE_S} s idle. p50 are medians over the repeats; `/ fresh` is the
-median of each repeat's p50 over the same server's fresh p50.
+median of each repeat's p50 over the same server's fresh p50.{untouched}
 
-Aim: one PNG at 1 client after any burst within 1.25x the fresh p50 and at most 5 ms. Eager,
-worst phase ({worst.phase}): **{worst["eager / fresh"]:.2f}x** the fresh p50, **{
-        worst["eager p50 ms"]:.2f} ms**.
+Aim: one PNG at 1 client after any burst within 1.25x the fresh p50 and at most 5 ms. {aim}
 
 {three_digits(table).to_markdown(index=False)}
 {first}"""

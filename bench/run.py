@@ -368,7 +368,16 @@ RAW = paths.DOCS_DIR / "benchmarks.json"
 
 #: Each measures some sections again and keeps the others' figures.
 PARTIAL_FLAGS = frozenset(
-    {"--serving", "--training", "--zoo", "--soak", "--faults", "--views", "--model-call"}
+    {
+        "--serving",
+        "--training",
+        "--zoo",
+        "--soak",
+        "--faults",
+        "--views",
+        "--model-call",
+        "--history",
+    }
 )
 FLAGS = PARTIAL_FLAGS | {"--render"}
 
@@ -383,7 +392,8 @@ def main() -> None:
     minutes); `--soak` only the
     10-minute soak; `--faults` only the decode floods and the killed worker (about 5 minutes);
     `--views` only the serving choices side by side (about 10 minutes); `--model-call` only
-    the model call by thread pools (about 5 minutes). Anything else stops with the usage.
+    the model call by thread pools (about 5 minutes); `--history` only the latency after
+    load (about 16 minutes). Anything else stops with the usage.
     """
     unknown = [arg for arg in sys.argv[1:] if arg not in FLAGS]
     if unknown:
@@ -435,6 +445,8 @@ def main() -> None:
         if "--views" in sys.argv:
             champion = next(iter(served_models().values()))
             raw |= {"views": {**views.run(champion), "date": today, "peak": peak}}
+        if "--history" in sys.argv:
+            raw |= {"history": history.run(next(iter(served_models().values())))}
         if "--model-call" in sys.argv:
             raw |= {"model_call": model_call.run(next(iter(served_models().values())))}
         if not partial or "--soak" in sys.argv:
