@@ -160,7 +160,11 @@ up before its answer has its request cancelled and its images dropped from the q
 """
 
 
-def render(rows: list[dict]) -> str:
+def render(raw: dict | list[dict]) -> str:
+    """The section from `{"rows": ..., "date": ...}`, or from the rows alone (figures from
+    before the section named its own date)."""
+    rows = raw["rows"] if isinstance(raw, dict) else raw
+    measured = f" Measured {raw['date']}." if isinstance(raw, dict) else ""
     table = summary(rows)
     # Figures from before the lone request was timed have no first_ms.
     first = ""
@@ -192,7 +196,7 @@ batcher, the two batchers in turns (`SERVING_BATCHER`). A probe is 1 client for 
 with one PNG (`classify x1`) and then one image as JSON (`array x1`); it runs on the fresh
 server, right after each {BURST_S} s burst (longer than the 5 s after which CORK refreshes what
 it learned), and after {IDLE_S} s idle. p50 are medians over the repeats; `/ fresh` is the
-median of each repeat's p50 over the same server's fresh p50.{untouched}
+median of each repeat's p50 over the same server's fresh p50.{measured}{untouched}
 
 Aim: one PNG at 1 client after any burst within 1.25x the fresh p50 and at most 5 ms. {aim}
 

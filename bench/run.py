@@ -434,7 +434,7 @@ def main() -> None:
             raw |= {
                 "serving": {**serving.run(models), "batcher": "eager"},
                 "model_call": model_call.run(champion),
-                "history": history.run(champion),
+                "history": {"rows": history.run(champion), "date": today},
                 "views": {**views.run(champion), "date": today, "peak": peak},
                 "peer": peer.run(champion),
                 "serving_date": today,
@@ -446,7 +446,8 @@ def main() -> None:
             champion = next(iter(served_models().values()))
             raw |= {"views": {**views.run(champion), "date": today, "peak": peak}}
         if "--history" in sys.argv:
-            raw |= {"history": history.run(next(iter(served_models().values())))}
+            champion = next(iter(served_models().values()))
+            raw |= {"history": {"rows": history.run(champion), "date": today}}
         if "--model-call" in sys.argv:
             raw |= {"model_call": model_call.run(next(iter(served_models().values())))}
         if not partial or "--soak" in sys.argv:
