@@ -45,6 +45,9 @@ class Arm:
 
 #: The label of the defaults, which every ratio is taken over.
 DEFAULTS = "defaults"
+#: The defaults once more, with one setting given at its default value: what the host's drift
+#: and an arm's place in the turns alone do to a ratio over the defaults.
+AGAIN = "defaults again"
 
 
 def arms_for(card: ModelCard, work: Path) -> list[Arm]:
@@ -73,6 +76,8 @@ def arms_for(card: ModelCard, work: Path) -> list[Arm]:
         Arm("asyncio event loop", arms[0].views, {"PYTHONPATH": str(hidden)}, "asyncio"),
         Arm("SERVING_TRACING=on", arms[0].views, {"SERVING_TRACING": "on"}),
         Arm("SERVING_ACCESS_LOG=off", arms[0].views, {"SERVING_ACCESS_LOG": "off"}),
+        # Last, so that it runs at the other end of each repeat's turns from the defaults.
+        Arm(AGAIN, arms[0].views, {"SERVING_BATCH_NORM": "folded"}),
     ]
 
 
@@ -95,15 +100,25 @@ def _check(url: str, arm: Arm) -> dict:
     return info
 
 
-def run(model_tag: str) -> dict:
+def run(model_tag: str, only: frozenset[str] = frozenset(), repeats: int = REPEATS) -> dict:
+    """Every arm, `repeats` times in turns; with `only`, just those arms beside the defaults
+    and the defaults again."""
     import bentoml
 
     card = ModelCard.from_dict(bentoml.models.get(model_tag).info.metadata)
     work = workdir()
     arms = arms_for(card, work)
+    if only:
+        unknown = only - {a.label for a in arms}
+        if unknown:
+            raise SystemExit(
+                f"bench.views: no arm {', '.join(sorted(unknown))}; the arms are "
+                + ", ".join(a.label for a in arms)
+            )
+        arms = [a for a in arms if a.label in only | {DEFAULTS, AGAIN}]
     bodies = request_bodies(work)
     rows: list[dict] = []
-    for repeat in range(REPEATS):
+    for repeat in range(repeats):
         for arm in arms if repeat % 2 == 0 else arms[::-1]:
             server = Server("eager", model_tag, arm.env)
             row = {"served": arm.label, "views": arm.views.count, "repeat": repeat}
@@ -128,7 +143,13 @@ def run(model_tag: str) -> dict:
             rows.append(row)
             print(json.dumps(row), flush=True)
     accuracy = {a.label: a.views.test_accuracy for a in arms}
-    return {"rows": rows, "accuracy": accuracy, "model_tag": model_tag, "arms": len(arms)}
+    return {
+        "rows": rows,
+        "accuracy": accuracy,
+        "model_tag": model_tag,
+        "arms": len(arms),
+        "repeats": repeats,
+    }
 
 
 def summary(raw: dict) -> pd.DataFrame:
@@ -209,6 +230,14 @@ def render(raw: dict) -> str:
     )
     layers_checked = "folded and fused layers" if folded else "fused layers"
     npy_files = ", as JSON arrays and as `.npy` files" if observed else " and then as JSON arrays"
+    repeats = raw.get("repeats", REPEATS)
+    again = (
+        f" `{AGAIN}` is the defaults once more, with `SERVING_BATCH_NORM=folded` given"
+        " explicitly, last in each repeat's turns: its ratios are what the host's drift and an"
+        " arm's place in the turns alone do."
+        if any(r["served"] == AGAIN for r in raw["rows"])
+        else ""
+    )
     return f"""## Serving choices side by side: test-time views, {title}
 
 `bench/views.py` (`make bench-views`). The champion, `{raw["model_tag"]}`, served by one worker
@@ -217,12 +246,30 @@ with the eager batcher: as the defaults serve it (every view the model averages,
 choice that changes its passes per image (serving/views.py); {other_bn}{call}{observability}
 and on asyncio's event loop (uvloop hidden from the worker). Each server's /metadata is checked
 for its views, {layers_checked}{checked}{", tracing, access log" if observed else ""} and event
-loop before it is measured. {REPEATS} repeats, the arms in turns, a fresh server for each. Per
+loop before it is measured. {repeats} repeats, the arms in turns, a fresh server for each. Per
 server: one PNG at 1 client for {PROBE_S} s (`fresh`),{no_op} {BURST_S} s of 64-image requests
 at {BURST_CLIENTS} clients as PNG uploads{npy_files}, and one PNG at 1 client again. Figures are
 medians over the repeats; `/ defaults` is the median of each repeat's figure over the same
 repeat's figure with the defaults. "test accuracy" is what the model's run measured with those
-views (the model card; blank where the run did not measure it).{measured}
+views (the model card; blank where the run did not measure it).{measured}{again}
 
 {three_digits(table).to_markdown(index=False)}
 """
+
+
+def main(argv: list[str]) -> None:
+    """`python -m bench.views [--repeats N] [ARM ...]`: the named arms beside the defaults and
+    the defaults again, printed as the table; docs/BENCHMARKS.md is left as it is."""
+    from bench.run import served_models
+
+    repeats = REPEATS
+    if argv[:1] == ["--repeats"]:
+        repeats, argv = int(argv[1]), argv[2:]
+    raw = run(next(iter(served_models().values())), frozenset(argv), repeats)
+    print(three_digits(summary(raw)).to_markdown(index=False))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

@@ -12,12 +12,12 @@ chosen by `SERVING_BATCH_NORM`:
   TensorFlow's oneDNN rewrite runs the convolution, its bias and the ReLU after it as one
   kernel (`_MklNativeFusedConv2D` in a profile of the champion, where `fused` runs a
   convolution and then a batch norm with its ReLU: a probe). On the 2-core CPU the
-  VGG champion's call takes 0.642x the fused kernel's time at one image, 0.873x at 64 and
-  0.794x at 256 (docs/BENCHMARKS.md, "The model call by thread pools"). Batch norm anywhere
+  VGG champion's call takes 0.654x the fused kernel's time at one image, 0.841x at 64 and
+  0.799x at 256 (docs/BENCHMARKS.md, "The model call by thread pools"). Batch norm anywhere
   else is fused.
 - `fused`: TensorFlow's `FusedBatchNormV3` (`is_training=False`) does the same arithmetic in
-  one kernel, in float32 inside, on the bf16 activation: 0.834x Keras' time at 64 images
-  and 0.795x at 256 (the same table).
+  one kernel, in float32 inside, on the bf16 activation: about 0.82x Keras' time at 64 and
+  at 256 images (the same table: folded / Keras over folded / fused).
 - `keras`: Keras' own ops, only to measure what the others buy.
 
 Either way, only these layer instances' inference methods change: their classes, variables and
