@@ -6,8 +6,8 @@ run the two passes one op at a time on them; on 2 cores, small convolutions spen
 in thread hand-offs. One core per pass (intra-op = cores / 2) with both passes running at once
 (inter-op = cores) answers one image in 0.893x the time and 64 in 0.944x (docs/BENCHMARKS.md,
 "The model call by thread pools"; 0.562x and 0.826x before batch norm was folded into the
-convolutions, which left fewer small ops to hand off). The same holds for a model averaging more views (the flip and
-shifts: ten passes). A one-view model has no second pass to overlap, so it keeps the
+convolutions). The same holds for a model averaging more views (the flip and shifts: ten
+passes). A one-view model has no second pass to overlap, so it keeps the
 defaults, as does a GPU, where the threads only feed the device.
 
 `SERVING_TF_THREADS`: `auto` (the above), `default` (TensorFlow's own) or `INTRA,INTER`.
