@@ -387,11 +387,11 @@ def main() -> None:
 
     `--render` re-renders the JSON; `--serving` measures serving again (throughput, the model
     call by thread pools, latency after load, the serving choices side by side, MLflow's server
-    as a peer) and keeps the training figures (about 60 minutes on 2 cores); `--training` does
+    as a peer) and keeps the training figures (about 70 minutes on 2 cores); `--training` does
     the reverse; `--zoo` measures only the zoo loop's augmentation and batch norm (about 10
     minutes); `--soak` only the
     10-minute soak; `--faults` only the decode floods and the killed worker (about 5 minutes);
-    `--views` only the serving choices side by side (about 10 minutes); `--model-call` only
+    `--views` only the serving choices side by side (about 35 minutes); `--model-call` only
     the model call by thread pools (about 5 minutes); `--history` only the latency after
     load (about 16 minutes). Anything else stops with the usage.
     """
