@@ -100,6 +100,14 @@ without batch norm in the zoo, so its last two variants do the same work: their 
 """  # fmt: skip
 
 
+def champion_tag() -> str:
+    """The BentoML tag of the served champion (`SERVING_MODEL`, as the service reads it), without
+    the MLflow queries and packaging of `served_models`, for sections that serve only it."""
+    import bentoml
+
+    return str(bentoml.models.get(os.environ.get("SERVING_MODEL", "cnn-classifier:latest")).tag)
+
+
 def served_models() -> dict[str, str]:
     """The champion, the best full-data LeNet run, and the champion's architecture in float32.
 
@@ -115,7 +123,7 @@ def served_models() -> dict[str, str]:
     from pipeline.results import best_per_model, full_data_runs, precision_of
     from pipeline.selection import package_run
 
-    champion = bentoml.models.get(os.environ.get("SERVING_MODEL", "cnn-classifier:latest"))
+    champion = bentoml.models.get(champion_tag())
     card = ModelCard.from_dict(champion.info.metadata)
     architecture = card.architecture
     experiment_id = tracking.setup(TrackingConfig())
@@ -443,18 +451,15 @@ def main() -> None:
                 "served": _describe_served(models),
             }
         if "--views" in sys.argv:
-            champion = next(iter(served_models().values()))
-            raw |= {"views": {**views.run(champion), "date": today, "peak": peak}}
+            raw |= {"views": {**views.run(champion_tag()), "date": today, "peak": peak}}
         if "--history" in sys.argv:
-            champion = next(iter(served_models().values()))
-            raw |= {"history": {"rows": history.run(champion), "date": today}}
+            raw |= {"history": {"rows": history.run(champion_tag()), "date": today}}
         if "--model-call" in sys.argv:
-            raw |= {"model_call": model_call.run(next(iter(served_models().values())))}
+            raw |= {"model_call": model_call.run(champion_tag())}
         if not partial or "--soak" in sys.argv:
-            raw |= {"soak": {**soak.run(next(iter(served_models().values()))), "machine": machine}}
+            raw |= {"soak": {**soak.run(champion_tag()), "machine": machine}}
         if not partial or "--faults" in sys.argv:
-            champion = next(iter(served_models().values()))
-            raw |= {"faults": {**faults.run(champion), "machine": machine, "date": today}}
+            raw |= {"faults": {**faults.run(champion_tag()), "machine": machine, "date": today}}
         paths.DOCS_DIR.mkdir(exist_ok=True)
         RAW.write_text(json.dumps(raw, indent=1))
     out = paths.DOCS_DIR / "BENCHMARKS.md"

@@ -1,15 +1,19 @@
 """Serving choices side by side: the champion served as the defaults serve it (every view its
-model averages, fused batch norm, the traced model call, uvloop) against fewer views
-(`SERVING_VIEWS=flip`, `one`), Keras' own batch norm (`SERVING_BATCH_NORM=keras`), Keras'
-`predict_on_batch` (`SERVING_MODEL_CALL=keras`), asyncio's event loop, and BentoML's request
-tracing and access log (`SERVING_TRACING=on`, `SERVING_ACCESS_LOG=off`), one server of each per
-repeat, in turns.
+model averages, batch norm folded, the traced model call, uvloop) against fewer views
+(`SERVING_VIEWS=flip`, `one`), TensorFlow's fused and Keras' own batch norm
+(`SERVING_BATCH_NORM=fused`, `keras`), Keras' `predict_on_batch` (`SERVING_MODEL_CALL=keras`),
+asyncio's event loop, BentoML's request tracing and access log (`SERVING_TRACING=on`,
+`SERVING_ACCESS_LOG=off`), and the defaults again as a control, one server of each per repeat,
+in turns.
 
 Each server answers one PNG at 1 client (fresh), no-op requests at 1 client, then a burst of
 64-image requests (PNG, JSON arrays, then `.npy` files) at 32 clients, then one PNG at 1 client
 again: the latency and throughput aims of
 docs/BENCHMARKS.md, for each choice, with the accuracy the model's run measured for its views
 (from the model card, as `/metadata` reports it).
+
+`python -m bench.views [--repeats N] [ARM ...]` runs the named arms alone beside the defaults
+and the defaults again (every arm when none is named) and prints the table.
 """
 
 from __future__ import annotations
@@ -258,14 +262,17 @@ views (the model card; blank where the run did not measure it).{measured}{again}
 
 
 def main(argv: list[str]) -> None:
-    """`python -m bench.views [--repeats N] [ARM ...]`: the named arms beside the defaults and
-    the defaults again, printed as the table; docs/BENCHMARKS.md is left as it is."""
-    from bench.run import served_models
+    """`python -m bench.views [--repeats N] [ARM ...]`: the named arms (every arm when none is
+    named) beside the defaults and the defaults again, printed as the table;
+    docs/BENCHMARKS.md is left as it is."""
+    from bench.run import champion_tag
 
     repeats = REPEATS
     if argv[:1] == ["--repeats"]:
+        if len(argv) < 2 or not argv[1].isdigit() or int(argv[1]) < 1:
+            raise SystemExit("bench.views: --repeats takes a whole number of at least 1")
         repeats, argv = int(argv[1]), argv[2:]
-    raw = run(next(iter(served_models().values())), frozenset(argv), repeats)
+    raw = run(champion_tag(), frozenset(argv), repeats)
     print(three_digits(summary(raw)).to_markdown(index=False))
 
 
