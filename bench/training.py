@@ -28,7 +28,7 @@ from pipeline import paths, training
 from pipeline.config import AugmentConfig, Config, DataConfig, load_config
 from pipeline.data import Splits, load_fashion_mnist, make_splits
 from pipeline.describe import describe, totals
-from pipeline.inputs import make_dataset
+from pipeline.training import make_dataset
 
 BATCH = 128
 #: Batches per timed epoch, by model cost, so each measurement takes seconds, not minutes.

@@ -2,9 +2,9 @@
 
 One layer draws every random factor for the batch at once and applies flip, one affine warp
 (translation, zoom and rotation together), brightness, contrast and random erasing with a few
-vectorised ops, in the same compiled train step as the model. Timed alone once, it took 2.9 ms
-per 128-image batch against 5.8 ms for the per-layer Keras preprocessing pipeline it replaced
-in `tf.data`; docs/BENCHMARKS.md times both loops side by side (`make bench-zoo`). It is
+vectorised ops, in the same compiled train step as the model, in place of one Keras
+preprocessing layer per transform in `tf.data`; docs/BENCHMARKS.md times both loops side by
+side (`make bench WHAT=zoo`). It is
 active only with `training=True` and never ships in a served model: training wraps the model
 as `augmenter -> model` and logs the bare model.
 """

@@ -7,10 +7,8 @@ stops the run with one line naming the key instead of failing an hour later.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
-import types
 import typing
 import urllib.parse
 from dataclasses import dataclass, field
@@ -20,8 +18,10 @@ from typing import Any
 import yaml
 
 from pipeline.errors import ConfigError
+from pipeline.models import options_for
 from pipeline.precision import PRECISIONS
-from pipeline.test_time import Views
+from pipeline.tta import Views
+from pipeline.typed import build_dataclass, check
 
 #: train.strategy values (pipeline/distribution.py).
 STRATEGIES = ("none", "mirrored")
@@ -47,6 +47,7 @@ class DataConfig:
     val_fraction: float = 0.1
     #: Use at most this many training / test images (stratified); null uses all.
     train_limit: int | None = None
+    #: The same for the test set.
     test_limit: int | None = None
     #: Keep decoded batches in memory between epochs.
     cache: bool = True
@@ -67,8 +68,9 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Training-only augmentation, built from Keras preprocessing layers."""
+    """Training-only augmentation, one layer in the training graph (pipeline/augment.py)."""
 
+    #: false trains on the images as they are (and forbids the test-time views below).
     enabled: bool = True
     #: Random horizontal flip (right for clothing and objects, wrong for digits).
     flip: bool = True
@@ -78,13 +80,14 @@ class AugmentConfig:
     zoom: float = 0.1
     #: Random rotation as a fraction of a full turn.
     rotation: float = 0.0
-    #: Random contrast and brightness factors.
+    #: Random contrast factor.
     contrast: float = 0.1
+    #: Random brightness factor.
     brightness: float = 0.1
     #: Probability of random erasing: one rectangle of 2-25% of the image set to noise.
     erasing: float = 0.0
     #: Test-time flip: the evaluated, logged and served model answers with the mean of its
-    #: logits for an image and its mirror image (pipeline/test_time.py), at twice the
+    #: logits for an image and its mirror image (pipeline/tta.py), at twice the
     #: inference cost. Needs `flip`: a model should not be asked about views it never saw.
     test_flip: bool = False
     #: Test-time shifts: with N > 0 every view is also averaged moved N pixels up, down, left
@@ -123,7 +126,7 @@ class AugmentConfig:
 
     @property
     def test_views(self) -> Views:
-        """What the evaluated, logged and served model averages (pipeline/test_time.py)."""
+        """What the evaluated, logged and served model averages (pipeline/tta.py)."""
         return Views(flip=self.test_flip, shift=self.test_shift)
 
 
@@ -131,10 +134,13 @@ class AugmentConfig:
 class ModelConfig:
     """Hyperparameters shared by every architecture of the sweep."""
 
+    #: Dropout rate before each fully connected layer (and where the architecture places it).
     dropout: float = 0.5
     #: Multiplies every layer's channel / unit count (0.5 halves the model).
     width: float = 1.0
+    #: Batch normalisation after each convolution (and dense layer).
     batch_norm: bool = False
+    #: relu, sigmoid, tanh, gelu, elu or swish.
     activation: str = "relu"
 
     def __post_init__(self) -> None:
@@ -151,23 +157,31 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation: optimiser, schedule, batch size, epochs, early stopping, seed."""
 
+    #: Passes over the training set (at most; early stopping may end sooner).
     epochs: int = 10
+    #: Images per training step.
     batch_size: int = 128
+    #: adam, adamw or sgd (Nesterov momentum); adam with a weight decay is refused.
     optimizer: str = "adamw"
+    #: Peak learning rate (after the warm-up).
     learning_rate: float = 1e-3
+    #: Decoupled weight decay (adamw, sgd).
     weight_decay: float = 1e-4
     #: Only used by sgd.
     momentum: float = 0.9
     #: Share of each one-hot target spread over all classes (Szegedy et al., 2016); 0 is off.
     label_smoothing: float = 0.0
+    #: constant, or cosine decay to zero over the epochs after the warm-up.
     schedule: str = "cosine"
+    #: Epochs of linear warm-up from zero to the learning rate.
     warmup_epochs: int = 0
     #: Stop after this many epochs without a better validation loss; 0 disables it.
     early_stopping_patience: int = 5
+    #: Seed of the split, the shuffle, the initial weights and the augmentation.
     seed: int = 42
     #: Compile the train step with XLA.
     jit_compile: bool = False
-    #: Training-mode batch norm in TensorFlow's fused kernel (pipeline/fused_batch_norm.py);
+    #: Training-mode batch norm in TensorFlow's fused kernel (pipeline/batch_norm.py);
     #: false keeps Keras' own ops, which the benchmark compares it with.
     fused_batch_norm: bool = True
     #: Keras dtype policy: float32, mixed_bfloat16, mixed_float16, or auto (bf16 where the GPU
@@ -179,6 +193,7 @@ class TrainConfig:
     #: without a GPU, over `cpu_devices` logical CPU devices, which checks the path but does
     #: not train faster. `none`: one device.
     strategy: str = "none"
+    #: Logical CPU devices for `mirrored` on a machine without a GPU.
     cpu_devices: int = 2
 
     def __post_init__(self) -> None:
@@ -209,6 +224,7 @@ class TrackingConfig:
 
     #: MLflow tracking URI; null uses $MLFLOW_TRACKING_URI, else the embedded SQLite store.
     tracking_uri: str | None = None
+    #: MLflow experiment of the sweep's runs.
     experiment: str = "cnn-zoo"
     #: Name in the MLflow Model Registry and in the BentoML model store.
     registered_model: str = "cnn-classifier"
@@ -275,9 +291,6 @@ class Config:
     def for_model(self, name: str):
         """The typed options (`pipeline.models.<name>.Options`) architecture `name` is built
         with: the shared `model` section overlaid with its `model_options.<name>`."""
-        # Imported here: the model modules import this one.
-        from pipeline.models import options_for
-
         own = self.model_options.get(name) or {}
         if not isinstance(own, dict):
             raise ConfigError(f"config key 'model_options.{name}' must be a mapping")
@@ -321,11 +334,6 @@ def redact_uri(uri: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
-def check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"config key '{key}' {message}")
-
-
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in tree.items():
@@ -334,63 +342,6 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
     return flat
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check `value` against the type hint `hint`, converting lists to tuples where needed."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0])
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
-        item_hints = args[:1] * len(value) if args[-1] is Ellipsis else args
-        if len(item_hints) != len(value):
-            raise ConfigError(f"config key '{key}' must have {len(args)} items, got {value!r}")
-        return tuple(_coerce(v, h, key) for v, h in zip(value, item_hints, strict=True))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
-        return {str(k): v if not isinstance(v, dict) else dict(v) for k, v in value.items()}
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is Any or (isinstance(hint, type) and isinstance(value, hint)):
-        if hint is int and isinstance(value, bool):
-            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
-        return value
-    name = getattr(hint, "__name__", str(hint))
-    raise ConfigError(f"config key '{key}' must be of type {name}, got {value!r}")
-
-
-def build_dataclass(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """Make dataclass `cls` from a mapping, checking each value against its type hint and
-    rejecting unknown keys with a suggestion; `prefix` is how errors name the keys."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}' must be a mapping")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known: {names}"
-            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
-        if dataclasses.is_dataclass(hints[key]):
-            kwargs[key] = build_dataclass(hints[key], value or {}, f"{prefix}{key}.")
-        else:
-            kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}")
-    return cls(**kwargs)
 
 
 def _apply_override(tree: dict[str, Any], assignment: str) -> None:

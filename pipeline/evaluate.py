@@ -6,11 +6,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
+from pipeline import plots
+from pipeline.config import config_from_flat
+from pipeline.data import DataSpec, load_splits
 from pipeline.model_card import CONFUSION_MATRIX_FILE
+from pipeline.scoring import row_normalised
+from pipeline.tracking import logged_metadata
 
 
 @dataclass(frozen=True)
@@ -48,12 +54,6 @@ def report(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -
     )
 
 
-def row_normalised(matrix: np.ndarray) -> np.ndarray:
-    """Each row divided by its sum (recall per true class); empty rows stay zero."""
-    rows = matrix.sum(axis=1, keepdims=True)
-    return np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
-
-
 def predict_logits(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Logits for uint8 images, in inference mode."""
     return np.asarray(model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0))
@@ -69,8 +69,6 @@ def most_confident_errors(probs: np.ndarray, y_true: np.ndarray, count: int = 16
 
 def write_report_files(result: EvaluationReport, class_names: Sequence[str], out: Path) -> None:
     """The confusion matrix (counts and row-normalised) and per-class table as CSV and PNG."""
-    from pipeline import plots
-
     out.mkdir(parents=True, exist_ok=True)
     names = list(class_names)
     pd.DataFrame(result.confusion, index=names, columns=names).to_csv(out / "confusion_matrix.csv")
@@ -80,9 +78,7 @@ def write_report_files(result: EvaluationReport, class_names: Sequence[str], out
     result.per_class.to_csv(out / "per_class_report.csv", index=False)
     fig = plots.confusion_matrix_figure(result.confusion, names)
     fig.savefig(out / CONFUSION_MATRIX_FILE, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    plots.close(fig)
 
 
 def evaluate_uri(model_uri: str, out: Path | None = None) -> tuple[EvaluationReport, dict]:
@@ -91,12 +87,6 @@ def evaluate_uri(model_uri: str, out: Path | None = None) -> tuple[EvaluationRep
 
     Returns the report and the model's data spec; writes the report files to `out` if given.
     """
-    import mlflow
-
-    from pipeline.config import config_from_flat
-    from pipeline.data import DataSpec, load_splits
-    from pipeline.tracking import logged_metadata
-
     recorded = logged_metadata(model_uri)
     config = config_from_flat(recorded["data_config"])
     splits = load_splits(config.data, config.train.seed)

@@ -25,7 +25,7 @@ from pipeline.evaluate import (
 )
 from pipeline.model_card import EXAMPLES_DIR
 from pipeline.scoring import softmax
-from pipeline.test_time import base_model
+from pipeline.tta import base_model
 
 #: The per-epoch metrics the training-curves figure shows.
 CURVES = ("loss", "accuracy", "val_loss", "val_accuracy")

@@ -39,7 +39,7 @@ class ModelCard:
     normalisation: str
     #: The Keras dtype policy the model computes in, as trained and evaluated.
     precision: str
-    #: Whether the model averages each image with its mirror image (pipeline/test_time.py),
+    #: Whether the model averages each image with its mirror image (pipeline/tta.py),
     #: which doubles its cost per image.
     test_time_flip: bool
     #: The MLflow run the model comes from, and its registry entry ("" and "" when none).
@@ -50,7 +50,7 @@ class ModelCard:
     test_accuracy: float
     test_macro_f1: float
     #: Passes of the network per image: 1, 2 with the flip, 10 with the flip and shifts
-    #: (pipeline/test_time.py). Cards packaged before shifts existed lack it: 1 or 2 by the flip.
+    #: (pipeline/tta.py). Cards packaged before shifts existed lack it: 1 or 2 by the flip.
     test_time_views: int = 0
     #: The same run's test accuracy with fewer views, so a server answering with fewer
     #: (SERVING_VIEWS) can say what it serves: the network alone, and the flip alone when the

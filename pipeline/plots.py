@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from pipeline.scoring import row_normalised
+
 
 def training_curves(history: dict[str, Sequence[float]]) -> Figure:
     """Loss and accuracy per epoch, training beside validation."""
@@ -30,8 +32,6 @@ def training_curves(history: dict[str, Sequence[float]]) -> Figure:
 
 def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str]) -> Figure:
     """Counts and row-normalised (recall per true class) matrices side by side."""
-    from pipeline.evaluate import row_normalised
-
     normalised = row_normalised(matrix)
     n = len(class_names)
     fig, axes = plt.subplots(1, 2, figsize=(2 * max(6, 0.6 * n) + 2, max(5, 0.6 * n)))
@@ -77,3 +77,8 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], columns: int
         ax.set_title(title, fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def close(fig: Figure) -> None:
+    """Free a figure's memory once it is saved (pyplot keeps every open figure)."""
+    plt.close(fig)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.hardware import cpuinfo_field, first_gpu_details
+from pipeline.environment import cpuinfo_field, first_gpu_details
 
 #: `auto` picks per machine (see `resolve`); the others are Keras dtype policy names.
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
@@ -75,7 +75,7 @@ def model_precision(model) -> str:
     import keras
 
     for layer in model.layers:
-        if isinstance(layer, keras.Model):  # a wrapped network (pipeline/test_time.py)
+        if isinstance(layer, keras.Model):  # a wrapped network (pipeline/tta.py)
             return model_precision(layer)
         if layer.weights and layer.name != "logits":
             return layer.dtype_policy.name

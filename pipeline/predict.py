@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.evaluate import predict_logits
 from pipeline.preprocess import ImageDecodeError, ImageShape, image_bytes_to_pixels
+from pipeline.scoring import softmax, top_k
+from pipeline.tracking import logged_metadata
 
 
 @dataclass(frozen=True)
@@ -19,12 +23,6 @@ class Prediction:
 
 def predict_files(paths: list[Path], model_uri: str, k: int = 3) -> list[Prediction]:
     """Classify image files with a logged model, using the same preprocessing as the service."""
-    import mlflow
-
-    from pipeline.evaluate import predict_logits
-    from pipeline.scoring import softmax, top_k
-    from pipeline.tracking import logged_metadata
-
     spec = logged_metadata(model_uri)["data_spec"]
     shape = ImageShape.of(spec["input_shape"])
     pixels = []

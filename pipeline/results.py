@@ -20,7 +20,7 @@ from pipeline.champion import CHAMPION_ALIAS, rank_runs
 from pipeline.config import AugmentConfig, TrackingConfig
 from pipeline.errors import PipelineError
 from pipeline.model_card import CONFUSION_MATRIX_FILE
-from pipeline.test_time import FLIP_ONLY_METRIC, ONE_VIEW_METRIC, Views
+from pipeline.tta import FLIP_ONLY_METRIC, ONE_VIEW_METRIC, Views
 
 #: Fashion-MNIST test accuracy published for the same architectures, and the project's target
 #: for each (issue 12: the zoo profile on a 2-core CPU).

@@ -23,7 +23,7 @@ from pipeline.errors import PipelineError
 from pipeline.model_card import SHIPPED_ARTIFACTS, ModelCard, ModelCardError
 from pipeline.models.layers import NORMALISATION
 from pipeline.precision import model_precision
-from pipeline.test_time import FLIP_ONLY_METRIC, ONE_VIEW_METRIC, is_flip_averaged, views_of
+from pipeline.tta import FLIP_ONLY_METRIC, ONE_VIEW_METRIC, is_flip_averaged, views_of
 
 
 @dataclass(frozen=True)

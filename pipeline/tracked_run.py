@@ -30,7 +30,7 @@ from pipeline.environment import TRACKED_PACKAGES, environment_tags
 from pipeline.evaluate import predict_logits, report
 from pipeline.evaluation_artifacts import write_evaluation
 from pipeline.scoring import softmax
-from pipeline.test_time import FLIP_ONLY_METRIC, ONE_VIEW_METRIC, Views, views_averaged
+from pipeline.tta import FLIP_ONLY_METRIC, ONE_VIEW_METRIC, Views, views_averaged
 
 #: Tag of a run whose checkpoint could not be resumed; its value says why.
 ABANDONED_TAG = "abandoned"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import mlflow
@@ -11,6 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import paths
 from pipeline.config import TrackingConfig
+from pipeline.errors import PipelineError
 
 
 def tracking_uri(config: TrackingConfig) -> str:
@@ -57,22 +57,6 @@ def client() -> MlflowClient:
     return MlflowClient()
 
 
-def git_commit() -> str:
-    """The commit of the project checkout, or 'unknown' outside git."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=paths.PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def metric_history(run_id: str, key: str) -> list[float]:
     """Values of a metric ordered by step (one per epoch)."""
     history = client().get_metric_history(run_id, key)
@@ -81,10 +65,6 @@ def metric_history(run_id: str, key: str) -> list[float]:
 
 def logged_metadata(model_uri: str) -> dict:
     """The data spec and data config this pipeline records with every logged model."""
-    import mlflow
-
-    from pipeline.errors import PipelineError
-
     metadata = mlflow.models.get_model_info(model_uri).metadata or {}
     if not {"data_spec", "data_config"} <= metadata.keys():
         raise PipelineError(f"{model_uri} was not logged by this pipeline (no data spec)")

@@ -22,18 +22,44 @@ import tensorflow as tf
 
 from pipeline import checkpoints
 from pipeline.augment import build_augmenter, with_augmentation
+from pipeline.batch_norm import fused_batch_norm
 from pipeline.callbacks import EpochStats, ResumableEarlyStopping
 from pipeline.config import Config, TrainConfig
 from pipeline.data import Splits
 from pipeline.distribution import even_split, strategy_for
 from pipeline.errors import ConfigError
-from pipeline.fused_batch_norm import fused_batch_norm
-from pipeline.inputs import make_dataset
 from pipeline.models import build_model
 from pipeline.precision import dtype_policy, resolve
 
 #: Validation batches are this large (cut to split evenly across replicas).
 VALIDATION_BATCH = 512
+
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def make_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    *,
+    training: bool,
+    seed: int = 0,
+    cache: bool = True,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """Batches of (float32 pixels in [0, 255], int64 labels).
+
+    Evaluation datasets are never shuffled, so they are identical on every pass. Scaling and
+    normalisation happen inside the model, the same for training and serving.
+    """
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    ds = ds.map(lambda img, label: (tf.cast(img, tf.float32), label), num_parallel_calls=AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
 
 
 def schedule_for(

@@ -1,4 +1,5 @@
-"""The served model's fused inference batch norm computes what Keras' BatchNormalization does."""
+"""Inference batch norm, folded or fused (pipeline/batch_norm.py), computes what Keras'
+BatchNormalization does."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving import batch_norm
+from pipeline import batch_norm
 from tests.helpers import nested_batch_norm_model as _model
 
 
@@ -44,16 +45,16 @@ def test_training_calls_and_other_axes_keep_keras_code():
     )
 
 
-def _keras_and(model_fn, prepare: str, **kwargs):
-    """The model twice from one seed: as Keras computes it, and prepared by `prepare`."""
+def _keras_and(model_fn, **kwargs):
+    """The model twice from one seed: as Keras computes it, and prepared for inference."""
     keras_model, served = model_fn(**kwargs), model_fn(**kwargs)
-    return keras_model, served, batch_norm.prepare(served, prepare)
+    return keras_model, served, batch_norm.prepare_for_inference(served)
 
 
 @pytest.mark.parametrize(("policy", "tolerance"), [("float32", 1e-5), ("mixed_bfloat16", 3e-2)])
 def test_folded_layers_answer_as_keras_does_and_leave_no_batch_norm_op(policy, tolerance):
     x = np.random.default_rng(2).normal(1.0, 2.0, (16, 6, 6, 2)).astype(np.float32)
-    keras_model, folded_model, prepared = _keras_and(_model, "folded", policy=policy)
+    keras_model, folded_model, prepared = _keras_and(_model, policy=policy)
     assert prepared == batch_norm.Prepared(folded=2, fused=0)  # conv -> BN and dense -> BN
     expected = np.asarray(keras_model.predict_on_batch(x), np.float32)
     got = np.asarray(folded_model.predict_on_batch(x), np.float32)
@@ -99,7 +100,7 @@ def test_only_a_batch_norm_whose_layer_feeds_nothing_else_is_folded(
 ):
     x = np.random.default_rng(6).normal(0.0, 2.0, (8, 6, 6, 4)).astype(np.float32)
     keras_model, served, prepared = _keras_and(
-        _branchy, "folded", conv_bias=conv_bias, conv_activation=conv_activation
+        _branchy, conv_bias=conv_bias, conv_activation=conv_activation
     )
     # The first conv's output also feeds the residual Add: folding it would change that branch.
     assert prepared == expected
@@ -109,7 +110,7 @@ def test_only_a_batch_norm_whose_layer_feeds_nothing_else_is_folded(
 
 
 def test_a_batch_norm_over_another_axis_is_not_folded():
-    keras_model, served, prepared = _keras_and(_model, "folded", policy="float32", axis=1)
+    keras_model, served, prepared = _keras_and(_model, policy="float32", axis=1)
     # The conv's batch norm normalises rows, not channels: not a per-channel map of the conv.
     assert prepared == batch_norm.Prepared(folded=1, fused=1)
     x = np.random.default_rng(3).normal(0.0, 1.0, (8, 6, 6, 2)).astype(np.float32)
@@ -118,10 +119,8 @@ def test_a_batch_norm_over_another_axis_is_not_folded():
     )
 
 
-def test_a_folded_model_refuses_a_training_call_and_the_settings_count_what_they_did():
-    _, served, _ = _keras_and(_model, "folded", policy="float32")
+def test_a_folded_model_refuses_a_training_call():
+    _, served, _ = _keras_and(_model, policy="float32")
     x = np.zeros((2, 6, 6, 2), np.float32)
     with pytest.raises(RuntimeError, match="folded into the layer before it"):
         served(x, training=True)
-    assert batch_norm.prepare(_model("float32"), "fused") == batch_norm.Prepared(fused=2)
-    assert batch_norm.prepare(_model("float32"), "keras") == batch_norm.Prepared()

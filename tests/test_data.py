@@ -194,7 +194,7 @@ def test_limits_keep_class_balance(fashion):
 
 
 def test_training_batches_are_shuffled_and_evaluation_batches_are_not(fashion):
-    from pipeline.inputs import make_dataset
+    from pipeline.training import make_dataset
 
     x, y = fashion.x_test[:64], fashion.y_test[:64]
     train = np.concatenate([b[1].numpy() for b in make_dataset(x, y, 16, training=True, seed=3)])

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.evaluate import most_confident_errors, report, row_normalised, write_report_files
-from pipeline.scoring import softmax, top_k
+from pipeline.evaluate import most_confident_errors, report, write_report_files
+from pipeline.scoring import row_normalised, softmax, top_k
 
 CLASSES = ("cat", "dog", "owl")
 #: Six hand-made predictions: cat right once and taken for a dog once, both dogs right,

@@ -9,7 +9,7 @@ from pipeline import paths
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.results import write_results
-from pipeline.test_time import FLIP_ONLY_METRIC, ONE_VIEW_METRIC
+from pipeline.tta import FLIP_ONLY_METRIC, ONE_VIEW_METRIC
 from tests.helpers import quick_overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.dataset]

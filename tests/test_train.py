@@ -25,7 +25,7 @@ from pipeline.model_card import ModelCard
 from pipeline.precision import model_precision
 from pipeline.selection import promote
 from pipeline.sweep import train
-from pipeline.test_time import (
+from pipeline.tta import (
     FLIP_ONLY_METRIC,
     ONE_VIEW_METRIC,
     Views,

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from pipeline import paths, training
+from pipeline.batch_norm import fused_batch_norm
 from pipeline.config import load_config
 from pipeline.data import DataSpec, Splits
 from pipeline.describe import describe, totals
-from pipeline.fused_batch_norm import fused_batch_norm
 from pipeline.models import build_model
 from pipeline.precision import resolve
 from pipeline.training import SmoothedSparseCrossentropy

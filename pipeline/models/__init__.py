@@ -10,11 +10,13 @@ takes about 20 s on a slow machine).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from types import ModuleType
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.typed import build_dataclass
 
 #: name -> module; modules are imported on first use.
 REGISTRY: dict[str, str] = {
@@ -36,10 +38,6 @@ def _module(name: str) -> ModuleType:
 def options_for(name: str, own: dict[str, Any] | None = None, shared=None):
     """The typed, checked options of architecture `name`: the shared `model` section
     (`shared`, a ModelConfig) overlaid with the model's own `model_options.<name>` values."""
-    import dataclasses
-
-    from pipeline.config import build_dataclass
-
     cls = _module(name).Options
     own = dict(own or {})
     prefix = f"model_options.{name}."

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipeline.config import ModelConfig, check
+from pipeline.config import ModelConfig
 from pipeline.models.layers import conv, dense, logits, scaled
+from pipeline.typed import check
 
 if TYPE_CHECKING:
     import keras

@@ -8,8 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipeline.config import ModelConfig, check
+from pipeline.config import ModelConfig
 from pipeline.models.layers import conv, dense, logits, scaled
+from pipeline.typed import check
 
 if TYPE_CHECKING:
     import keras
@@ -27,6 +28,7 @@ class Options(ModelConfig):
     preset: str = "small"
     #: (convolutions, channels) per block, e.g. [[1, 64], [2, 128]].
     blocks: tuple[tuple[int, int], ...] | None = None
+    #: Units of the fully connected layers, e.g. [512, 512].
     fc_units: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:

@@ -1,44 +1,101 @@
-"""Inference-mode batch norm for the served model: folded into the layer before it, or fused.
+"""Batch normalisation in fewer, faster TensorFlow kernels: fused while training, folded or
+fused at inference. One module, used by `pipeline train` and by the service.
 
-Keras 3's `BatchNormalization` at inference computes `(x - mean) * rsqrt(var + eps) * gamma +
-beta` as separate elementwise ops over the whole activation, each a pass over memory, and
-under `mixed_bfloat16` casts the activation to float32 and back around them. Two ways out,
-chosen by `SERVING_BATCH_NORM`:
+Keras 3's `BatchNormalization` computes the statistics and the normalisation with separate
+ops, each a pass over memory (and under `mixed_bfloat16` casts around them).
 
-- `folded` (the default). At inference the layer is an affine map per channel,
-  `x * scale + shift`. Where it directly follows a `Conv2D` or `Dense` layer whose output
-  nothing else reads, that map is folded into the layer's weights: kernel * scale, and a bias
-  (the layer's own, if any, times scale, plus shift). The batch norm then does nothing, and
-  TensorFlow's oneDNN rewrite runs the convolution, its bias and the ReLU after it as one
-  kernel (`_MklNativeFusedConv2D` in a profile of the champion, where `fused` runs a
-  convolution and then a batch norm with its ReLU: a probe). On the 2-core CPU the
-  VGG champion's call takes 0.654x the fused kernel's time at one image, 0.841x at 64 and
-  0.799x at 256 (docs/BENCHMARKS.md, "The model call by thread pools"). Batch norm anywhere
-  else is fused.
-- `fused`: TensorFlow's `FusedBatchNormV3` (`is_training=False`) does the same arithmetic in
-  one kernel, in float32 inside, on the bf16 activation: about 0.82x Keras' time at 64 and
-  at 256 images (the same table: folded / Keras over folded / fused).
-- `keras`: Keras' own ops, only to measure what the others buy.
+- **Training** (`fused_batch_norm()`, `train.fused_batch_norm`): within the block, the
+  training-mode computation of every 4-D batch norm is TensorFlow's `FusedBatchNormV3`, one
+  kernel each way; Keras' own method is back on exit. The moving statistics are updated
+  exactly as Keras does (biased batch variance, the layer's momentum).
+- **Inference** (`prepare_for_inference()`, what the service runs): at inference a batch norm
+  is an affine map per channel, `x * scale + shift`. Where it directly follows a `Conv2D` or
+  `Dense` layer whose output nothing else reads, that map is folded into the layer's weights
+  (kernel * scale, and a bias), and TensorFlow's oneDNN rewrite runs the convolution, its bias
+  and the ReLU after it as one kernel. Any other batch norm gets the fused kernel at
+  inference (`fuse()`).
 
-Either way, only these layer instances' inference methods change: their classes, variables and
-saved form stay as they are. A fused layer keeps Keras' code for training calls; a folded model
-is for inference only, and a training call of a folded batch norm raises. The answers differ
-from Keras' by float rounding: under bf16 the folded kernel is rounded once, after the scale.
-tests/test_batch_norm.py checks models against Keras' method; on the VGG champion, folding
-changed the label of 9 of the 10,000 Fashion-MNIST test images and none of its test accuracy
-(0.9344 either way; a probe).
+Only these layer instances' methods change (or, while training, the class's within the
+block): classes, variables and saved form stay as they are, so a trained model is a plain
+Keras model. A folded model is for inference only: a training call of a folded batch norm
+raises. Answers differ from Keras' by float rounding (tests/test_batch_norm.py,
+tests/test_batch_norm_training.py). docs/BENCHMARKS.md times each against Keras' own ops.
+
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # TensorFlow loads with the model, not with the service module
-    import keras
+import keras
+import numpy as np
+import tensorflow as tf
 
-CHOICES = ("folded", "fused", "keras")
+# --- training ---------------------------------------------------------------------------------
+
+#: Keras' own `BatchNormalization.call`, which the training kernel replaces within the block.
+_KERAS_CALL = keras.layers.BatchNormalization.call
+
+
+def _training_fusable(layer, inputs, training, mask) -> bool:
+
+    return (
+        bool(training)
+        and layer.trainable
+        and mask is None
+        and not layer.renorm
+        and len(inputs.shape) == 4
+        and layer.axis in (-1, 3)
+        and keras.backend.backend() == "tensorflow"
+    )
+
+
+def _fused_training_call(self, inputs, training=None, mask=None):
+
+    if not _training_fusable(self, inputs, training, mask):
+        return _KERAS_CALL(self, inputs, training=training, mask=mask)
+    x = tf.cast(inputs, "float32")  # B, H, W, C: statistics in float32, as Keras does
+    channels = x.shape[-1]
+    gamma = tf.cast(self.gamma, "float32") if self.scale else tf.ones([channels])
+    beta = tf.cast(self.beta, "float32") if self.center else tf.zeros([channels])
+    y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
+        x=x,
+        scale=gamma,
+        offset=beta,
+        mean=tf.constant([], "float32"),
+        variance=tf.constant([], "float32"),
+        epsilon=self.epsilon,
+        data_format="NHWC",
+        is_training=True,
+    )
+    # The kernel returns the unbiased (n - 1) batch variance; Keras tracks the biased one.
+    count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), "float32")
+    variance = variance * (count - 1.0) / count
+    momentum = self.momentum
+    self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
+    self.moving_variance.assign(self.moving_variance * momentum + variance * (1.0 - momentum))
+    return tf.cast(y, self.compute_dtype)
+
+
+@contextlib.contextmanager
+def fused_batch_norm(enabled: bool = True) -> Iterator[None]:
+    """Within the block, training-mode batch norm uses TensorFlow's fused kernel."""
+    if not enabled:
+        yield
+        return
+
+    keras.layers.BatchNormalization.call = _fused_training_call
+    try:
+        yield
+    finally:
+        keras.layers.BatchNormalization.call = _KERAS_CALL
+
+
+# --- inference --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -49,9 +106,8 @@ class Prepared:
     fused: int = 0
 
 
-def _fusable(layer: keras.layers.BatchNormalization) -> bool:
+def _inference_fusable(layer: keras.layers.BatchNormalization) -> bool:
     """Whether the fused kernel can compute what Keras' inference method does for `layer`."""
-    import keras
 
     return (
         keras.backend.backend() == "tensorflow"
@@ -62,8 +118,6 @@ def _fusable(layer: keras.layers.BatchNormalization) -> bool:
 
 def _fused_inference_call(self, inputs, training=None, mask=None):
     """`BatchNormalization.call` for one layer: the fused kernel at inference, else Keras'."""
-    import keras
-    import tensorflow as tf
 
     if training or mask is not None or self.axis not in (-1, len(inputs.shape) - 1):
         keras_call = keras.layers.BatchNormalization.call
@@ -87,7 +141,6 @@ def _fused_inference_call(self, inputs, training=None, mask=None):
 
 
 def _batch_norm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
-    import keras
 
     # Keras' own recursive walk (private, but tests/test_batch_norm.py fails if it changes):
     # `model.layers` holds a nested model, not its layers.
@@ -105,7 +158,7 @@ def fuse(model: keras.Model, layers: list | None = None) -> int:
     Call it before the model's first call: TensorFlow traces the predict function once.
     """
     candidates = _batch_norm_layers(model) if layers is None else layers
-    chosen = [layer for layer in candidates if _fusable(layer)]
+    chosen = [layer for layer in candidates if _inference_fusable(layer)]
     for layer in chosen:
         layer.call = types.MethodType(_fused_inference_call, layer)
     return len(chosen)
@@ -113,7 +166,6 @@ def fuse(model: keras.Model, layers: list | None = None) -> int:
 
 def _model_outputs(model: keras.Model) -> set[int]:
     """ids of the tensors that `model` or a model nested in it answers with."""
-    import keras
 
     models = [model, *model._flatten_layers(include_self=False, recursive=True)]
     return {
@@ -130,7 +182,6 @@ def _foldable_source(bn: keras.layers.BatchNormalization, outputs: set[int]):
     Folding rewrites that layer's output, so it must feed nothing else and be called once,
     and the batch norm must normalise its channels (the last axis) with no activation between.
     """
-    import keras
 
     if len(bn._inbound_nodes) != 1 or bn.renorm:
         return None
@@ -158,8 +209,6 @@ def _foldable_source(bn: keras.layers.BatchNormalization, outputs: set[int]):
 
 def _folded_weights(layer, bn) -> tuple:
     """`layer`'s kernel and bias with `bn`'s inference map folded in, in its compute dtype."""
-    import numpy as np
-    import tensorflow as tf
 
     variance = np.asarray(bn.moving_variance, np.float64)
     scale = 1.0 / np.sqrt(variance + bn.epsilon)
@@ -175,14 +224,11 @@ def _folded_weights(layer, bn) -> tuple:
 
 
 def _folded_conv_call(self, inputs, kernel, bias, training=None):
-    import tensorflow as tf
 
     return tf.nn.bias_add(self.convolution_op(tf.cast(inputs, kernel.dtype), kernel), bias)
 
 
 def _folded_dense_call(self, inputs, kernel, bias, training=None):
-    import keras
-    import tensorflow as tf
 
     return tf.nn.bias_add(keras.ops.matmul(tf.cast(inputs, kernel.dtype), kernel), bias)
 
@@ -192,7 +238,7 @@ def _folded_away_call(self, inputs, training=None, mask=None):
     if training:
         raise RuntimeError(
             f"{self.name} is folded into the layer before it for serving "
-            "(serving/batch_norm.py); train the model as saved, not as served"
+            "(pipeline/batch_norm.py); train the model as saved, not as served"
         )
     return inputs
 
@@ -203,9 +249,6 @@ def fold(model: keras.Model) -> list[keras.layers.BatchNormalization]:
 
     Call it before the model's first call: TensorFlow traces the predict function once.
     """
-    import functools
-
-    import keras
 
     outputs = _model_outputs(model)
     left = []
@@ -221,12 +264,8 @@ def fold(model: keras.Model) -> list[keras.layers.BatchNormalization]:
     return left
 
 
-def prepare(model: keras.Model, setting: str) -> Prepared:
-    """`model`'s batch norm as `setting` (`SERVING_BATCH_NORM`) computes it at inference."""
-    if setting == "keras":
-        return Prepared()
-    if setting == "fused":
-        return Prepared(fused=fuse(model))
+def prepare_for_inference(model: keras.Model) -> Prepared:
+    """Fold what can be folded, fuse the other batch norms; call it before the first call."""
     total = len(_batch_norm_layers(model))
     left = fold(model)
     return Prepared(folded=total - len(left), fused=fuse(model, left))

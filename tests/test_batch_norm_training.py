@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.fused_batch_norm import fused_batch_norm
+from pipeline.batch_norm import fused_batch_norm
 
 
 def _train_step(fused: bool, x, policy: str = "float32"):

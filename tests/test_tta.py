@@ -11,7 +11,7 @@ from pipeline.config import AugmentConfig
 from pipeline.errors import ConfigError
 from pipeline.models import build_model
 from pipeline.precision import dtype_policy, model_precision
-from pipeline.test_time import (
+from pipeline.tta import (
     Views,
     base_model,
     flip_averaged,
