@@ -1,19 +1,18 @@
-"""Batching of model calls inside the serving worker: eager (the default) or BentoML's CORK.
+"""Batching of model calls inside the serving worker: the eager batcher.
 
 Why not a batchable endpoint or a second model service: BentoML batches whole HTTP requests
 of a batchable endpoint, so one client's corrupt image would fail the merged batch of others,
 and nothing per request (such as `k`) can be passed. Putting the model in a second service
-(`bentoml.depends`) keeps the endpoint clean but costs every request a second HTTP round trip,
-about as much CPU as the whole no-op request (docs/BENCHMARKS.md). Here each request is
-validated and decoded first, and only the model call is merged with others.
+(`bentoml.depends`) keeps the endpoint clean but costs every request a second HTTP round trip.
+Here each request is validated and decoded first, and only the model call is merged.
 
-Why eager by default: BentoML's CORK dispatcher learns a wait window from recent batches and
-keeps waiting once traffic is light, so a lone request after a burst waited 23-90 ms for
-company that never came (docs/BENCHMARKS.md, "after a burst"). `EagerBatcher` works like
-Triton's dynamic batcher with no queue delay and TF Serving's batching scheduler: when the
-model is idle it runs at once on whatever is queued; requests that arrive while it is busy
-form the next batch. Its latency at light load does not depend on history. `CorkBatcher`
-stays selectable (`SERVING_BATCHER=cork`) so the benchmark compares the two in one run.
+Why eager and not BentoML's CORK dispatcher (which its batchable endpoints use): CORK learns a
+wait window from recent batches and keeps waiting once traffic is light, so a lone request
+after a burst waits for company that never comes (docs/BENCHMARKS.md, latency after load,
+measures the two; bench/variants.py holds CORK for that). `EagerBatcher` works like Triton's
+dynamic batcher with no queue delay: when the model is idle it runs at once on whatever is
+queued, and requests that arrive while it is busy form the next batch. Its latency at light
+load does not depend on history.
 """
 
 from __future__ import annotations
@@ -68,7 +67,7 @@ def _histograms():
     )
 
 
-class _Counted:
+class CountedModel:
     """Runs `predict` on a merged batch in a worker thread and counts it on `/metrics`, so the
     event loop keeps accepting and decoding requests while the model works."""
 
@@ -109,7 +108,7 @@ class EagerBatcher:
             raise ValueError("max_batch_size and max_queued_images must be at least 1")
         self.max_batch_size = max_batch_size
         self.max_queued_images = max_queued_images
-        self._model = _Counted(predict)
+        self._model = CountedModel(predict)
         self._queue: deque[_Pending] = deque()
         self._queued_images = 0
         self._drainer: asyncio.Task | None = None
@@ -181,28 +180,3 @@ class EagerBatcher:
             for pending, output in zip(batch, outputs, strict=True):
                 if not pending.result.done():
                     pending.result.set_result(output)
-
-
-def _cork_overloaded() -> np.ndarray:
-    raise Overloaded("the model is overloaded: the request could not be served in time")
-
-
-class CorkBatcher:
-    """BentoML's CORK dispatcher, as its batchable endpoints use it: it waits up to a learned
-    window for more requests and sheds with 503 when `max_latency_ms` cannot be kept."""
-
-    def __init__(self, predict: Predict, *, max_batch_size: int, max_latency_ms: int) -> None:
-        from bentoml._internal.marshal.dispatcher import CorkDispatcher
-
-        self._model = _Counted(predict)
-        dispatcher = CorkDispatcher(
-            max_latency_in_ms=max_latency_ms,
-            max_batch_size=max_batch_size,
-            fallback=_cork_overloaded,
-            get_batch_size=len,
-            batch_dim=(0, 0),
-        )
-        self._call = dispatcher(self._model.run)
-
-    async def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        return await self._call(pixels)

@@ -2,16 +2,14 @@
 
 Why a process and not a thread: Pillow's decoders release the GIL only in stretches, so a
 thread decoding a 4-megapixel PNG still takes the GIL back every few milliseconds, and the
-event loop waits its turn at every step of every other request. With 16 such images at once
-on 2 cores, probed from a separate process: the worst `/livez` took 41-131 ms with decoding in
-threads (three one-off floods), and 15.7 ms with decoding in a process, against 1.31 s on the
-loop (`make bench-faults`, docs/BENCHMARKS.md, "Stalls and faults"). Only the image bytes go
-to the process and only model-sized pixels come back: one large image took 89 ms instead of
-87 ms on the loop, in the same benchmark.
+event loop waits its turn at every step of every other request; health checks then stall
+behind a flood of large images (docs/BENCHMARKS.md, stalls and faults, measures the worst
+`/livez` with decoding in a process and on the loop). Only the image bytes go to the process
+and only model-sized pixels come back.
 
 The rules themselves (limits, EXIF, 16-bit, transparency, truncation) stay in
 `pipeline.preprocess`; this module only decides where they run. The header is read on the
-loop first (no pixels decoded), so the byte and pixel limits answer at once and the pixel count
+loop first (no pixels decoded), so the pixel limit answers at once and the pixel count
 picks the path.
 """
 
@@ -29,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.preprocess import (
+    DEFAULT_MAX_PIXELS,
     ImageDecodeError,
     ImageShape,
     image_bytes_to_pixels,
@@ -36,6 +35,10 @@ from pipeline.preprocess import (
     open_image,
     to_pixels,
 )
+
+#: Requests with at most this many pixels in all their images decode on the event loop: a few
+#: milliseconds at most, less than a process hop for a 28x28 PNG.
+INLINE_PIXELS = 512 * 512
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ def decode_files(
     files: list[NamedImage], shape: ImageShape, max_pixels: int
 ) -> np.ndarray | DecodeFailure:
     """(N, H, W, C) uint8 pixels of `files`, or the first file's failure: what the decoding
-    process runs (it reads each header again, 0.2 ms against tens of ms of decoding)."""
+    process runs (it reads each header again, little beside the decoding itself)."""
     out = []
     for file in files:
         try:
@@ -77,7 +80,7 @@ def _ready() -> bool:
 def _exit_with_parent(parent_pid: int) -> None:
     """Runs in each decoding process: exit once the worker that started it is gone. A worker
     killed with SIGKILL cannot shut its pool down, and its decoding process, blocked on the
-    pool's queue, would otherwise live on (bench/faults.py found one after every kill)."""
+    pool's queue, would otherwise live on (tests/test_service.py kills a worker to check)."""
 
     def watch() -> None:
         while os.getppid() == parent_pid:
@@ -103,15 +106,14 @@ class Decoder:
         self,
         shape: ImageShape,
         *,
-        max_image_bytes: int,
-        max_pixels: int,
-        inline_pixels: int,
-        processes: int,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        inline_pixels: int = INLINE_PIXELS,
+        # One process: on 2 cores, the other core is left to the event loop and the model.
+        processes: int = 1,
     ) -> None:
         if processes < 1:
             raise ValueError("processes must be at least 1")
         self.shape = shape
-        self.max_image_bytes = max_image_bytes
         self.max_pixels = max_pixels
         self.inline_pixels = inline_pixels
         self.processes = processes
@@ -130,11 +132,8 @@ class Decoder:
         return pool
 
     def open(self, file: NamedImage) -> Image.Image:
-        """The file's header, checked against the limits; raises ImageDecodeError."""
-        if len(file.data) > self.max_image_bytes:
-            raise ImageDecodeError(
-                f"{len(file.data)} bytes is more than the limit of {self.max_image_bytes}", 413
-            )
+        """The file's header, checked against the pixel limit; raises ImageDecodeError. (Its
+        bytes were within the request's size limit: serving/http/guard.py.)"""
         return open_image(file.data, max_pixels=self.max_pixels)
 
     async def __call__(self, files: list[NamedImage]) -> np.ndarray:

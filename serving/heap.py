@@ -1,9 +1,9 @@
 """Keep Python's full garbage collections short in a serving worker.
 
-A worker that has imported TensorFlow, Keras and BentoML holds ~450,000 objects that live as
-long as the process. CPython's oldest-generation collection walks all of them every time it
-runs, which took ~290 ms here: one stalled request every few seconds under load, the p95/p99
-outliers of the benchmark at concurrency 1. `gc.freeze()` moves them to a permanent
+A worker that has imported TensorFlow, Keras and BentoML holds hundreds of thousands of
+objects that live as long as the process. CPython's oldest-generation collection walks all of
+them every time it runs: a pause of a large fraction of a second, one stalled request every
+few seconds under load. `gc.freeze()` moves them to a permanent
 generation that collections skip; objects created afterwards are collected as usual.
 """
 

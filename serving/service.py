@@ -1,9 +1,14 @@
 """BentoML service: the champion CNN over HTTP, with adaptive batching and clear 4xx errors.
 
-One service, `Classifier`: each worker validates and decodes the request (auth, limits,
-image decoding), then asks the Keras model it holds through a batcher, which merges
-concurrent requests into one model call, and answers top-k labels. See
-serving/batching.py for why the model is not a second service.
+One service, `Classifier`: each worker validates and decodes the request, then asks the Keras
+model it holds through the eager batcher (serving/batching.py), which merges concurrent
+requests into one model call, and answers top-k labels. In front of the endpoints, the HTTP
+layer (serving/http/) checks the token and the sizes, cuts slow clients and stops the work of
+clients that hung up.
+
+`ClassifierService` is the plain class; `configure()` adds the HTTP layer's middleware and the
+demo page to the BentoML service made of it, so that a benchmark's variant of the class
+(bench/variants.py) is served exactly as this one.
 """
 
 from __future__ import annotations
@@ -27,30 +32,30 @@ from starlette.responses import JSONResponse
 from pipeline.model_card import ModelCard
 from pipeline.preprocess import ImageDecodeError, ImageShape
 from pipeline.scoring import softmax, top_k
-from serving import (
-    arrays,
-    batch_norm,
-    connections,
-    demo,
-    forward,
-    observability,
-    threads,
-    upstream,
-    views,
-)
+from serving import arrays, demo
+from serving import http as http_layer
 from serving import settings as settings_module
-from serving.batching import CorkBatcher, EagerBatcher, Overloaded
+from serving.batching import EagerBatcher, Overloaded
 from serving.decoding import Decoder, NamedImage
-from serving.guard import RequestGuard
 from serving.heap import freeze_startup_objects
-from serving.uploads import UploadedFile
+from serving.http.guard import RequestGuard
+from serving.http.tracing import RequestIds, service_config
+from serving.http.uploads import UploadedFile
 
 SETTINGS = settings_module.load()
-upstream.install()
-connections.install(SETTINGS.header_timeout_s)
+http_layer.install(SETTINGS.header_timeout_s)
 # TensorFlow takes GPU memory as it needs it instead of all of it at start-up.
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+#: The options every service made of `ClassifierService` (or a variant) is declared with.
+SERVICE_OPTIONS: dict[str, Any] = {
+    "name": "cnn_classifier",
+    # On a CPU, TensorFlow uses every core of the worker; a GPU bento asks for one GPU.
+    **({"resources": {"gpu": 1}} if SETTINGS.gpu else {}),
+    **service_config(SETTINGS.tracing),
+    "traffic": {"timeout": 60},
+}
 
 
 class RequestError(BentoMLException):
@@ -74,7 +79,7 @@ class ImagePrediction(BaseModel):
 #: The classify endpoints' response, as the OpenAPI document describes it. The endpoints
 #: answer it as a ready `JSONResponse` of plain lists and dicts, which BentoML sends as it is:
 #: from these models BentoML would validate the list again, dump it twice and encode it, a
-#: tenth of the event loop's CPU for a one-image request (py-spy).
+#: large share of the event loop's CPU for a one-image request (py-spy).
 Predictions = Annotated[list[ImagePrediction], ContentType("application/json")]
 
 
@@ -103,132 +108,93 @@ class ModelInfo(BaseModel):
     test_time_views: int
     test_accuracy_one_view: float | None = None
     test_accuracy_flip_only: float | None = None
-    #: What this server answers with (`SERVING_VIEWS`, serving/views.py): its passes per image
+    #: What this server answers with (`SERVING_VIEWS`, serving/model.py): its passes per image
     #: and their test accuracy in the model's run (null where the run did not measure it).
     served_views: int
     served_test_accuracy: float | None
     max_images_per_request: int
-    #: TensorFlow's CPU thread pools as it reports them; 0 is its default (serving/threads.py).
+    #: TensorFlow's CPU thread pools as it reports them; 0 is its default (serving/model.py).
     intra_op_threads: int
     inter_op_threads: int
     #: Batch-norm layers folded into the convolution or dense layer before them, and those
-    #: computed in TensorFlow's fused inference kernel (`SERVING_BATCH_NORM`,
-    #: serving/batch_norm.py).
+    #: computed in TensorFlow's fused inference kernel (pipeline/batch_norm.py).
     folded_batch_norm_layers: int
     fused_batch_norm_layers: int
-    #: `traced` (the model's graph, traced once) or `keras` (`predict_on_batch`):
-    #: serving/forward.py.
-    model_call: str
-    #: BentoML's OpenTelemetry spans and access log, `on` or `off` (serving/observability.py).
+    #: The most images in one model call, merged from concurrent requests.
+    max_batch_size: int
+    #: BentoML's OpenTelemetry spans, `on` or `off` (serving/http/tracing.py).
     tracing: str
-    access_log: str
     #: The package of the worker's asyncio event loop: `uvloop` where it is installed, as
     #: uvicorn picks it (pyproject.toml), else `asyncio`.
     event_loop: str = ""
 
 
-def _model_file(name: str) -> Path:
-    """A file in the served model's folder (what the demo page shows from it)."""
-    return Path(Classifier.inner.bento_model.stored.path_of(name))
+def _on_off(value: bool) -> str:
+    return "on" if value else "off"
 
 
-@functools.cache
-def _card() -> ModelCard:
-    """The served model's card, read once from its BentoML metadata."""
-    return ModelCard.from_dict(Classifier.inner.bento_model.stored.info.metadata)
-
-
-def _class_names() -> list[str]:
-    return list(_card().class_names)
-
-
-def _batcher(predict):
-    """The batching policy `SERVING_BATCHER` names (serving/batching.py), or None."""
-    if SETTINGS.batcher == "eager":
-        return EagerBatcher(
-            predict,
-            max_batch_size=SETTINGS.max_batch_size,
-            max_queued_images=SETTINGS.max_queued_images,
-        )
-    if SETTINGS.batcher == "cork":
-        return CorkBatcher(
-            predict,
-            max_batch_size=SETTINGS.max_batch_size,
-            max_latency_ms=SETTINGS.max_latency_ms,
-        )
-    return None
-
-
-@bentoml.asgi_app(demo.build_app(_model_file, _class_names), path="/ui")
-@bentoml.service(
-    name="cnn_classifier",
-    # On a CPU, TensorFlow uses every core of the worker; a GPU bento asks for one GPU.
-    **({"resources": {"gpu": 1}} if SETTINGS.gpu else {}),
-    **observability.service_config(SETTINGS),
-    workers=SETTINGS.workers,
-    traffic={"timeout": 60},
-)
-class Classifier:
+class ClassifierService:
     """Validates and decodes inputs, runs the Keras model (batched), returns top-k labels."""
 
     bento_model = bentoml.models.BentoModel(SETTINGS.model_tag)
 
     def __init__(self) -> None:
-        card = _card()
-        served = views.choose(SETTINGS.views, card)
-        pools = threads.apply(
-            threads.choose(
-                SETTINGS.tf_threads,
-                multi_view=served.count > 1,
-                gpu=SETTINGS.gpu,
-                cpus=threads.usable_cpus(),
-            )
-        )
-        import keras
+        # TensorFlow loads here, in the worker: BentoML's supervisor process imports this
+        # module too, and never holds a model.
+        from serving import model
 
-        self.model = views.apply(
-            keras.saving.load_model(
-                self.bento_model.path_of("model.keras"), safe_mode=True, compile=False
-            ),
-            served,
+        card = self.card()
+        served = model.load(
+            self.bento_model.path_of("model.keras"), card, views=SETTINGS.views, gpu=SETTINGS.gpu
         )
-        normalised = batch_norm.prepare(self.model, SETTINGS.batch_norm)
-        self._forward = forward.choose(SETTINGS.model_call, self.model, card.input_shape)
-        stored = self.bento_model
+        self._forward = served.forward
         # Warm-up: TensorFlow builds its kernels for each batch shape on first use, so the
         # first requests are not the slow ones.
         for batch in (1, 8):
             self._probabilities(np.zeros((batch, *card.input_shape), dtype=np.float32))
-        self.batcher = _batcher(self._probabilities)
+        self.batcher = self.make_batcher(self._probabilities)
         self.class_names: list[str] = list(card.class_names)
         self.shape = ImageShape.of(card.input_shape)
-        self.decoder = Decoder(
-            self.shape,
-            max_image_bytes=SETTINGS.max_image_bytes,
-            max_pixels=SETTINGS.max_pixels,
-            inline_pixels=SETTINGS.inline_decode_pixels,
-            processes=SETTINGS.decode_processes,
-        )
+        self.decoder = self.make_decoder(self.shape)
         self.info = ModelInfo(
-            model_tag=str(stored.tag),
+            model_tag=str(self.bento_model.tag),
             max_images_per_request=SETTINGS.max_images,
-            intra_op_threads=pools.intra_op,
-            inter_op_threads=pools.inter_op,
-            folded_batch_norm_layers=normalised.folded,
-            fused_batch_norm_layers=normalised.fused,
-            model_call=SETTINGS.model_call,
-            tracing=SETTINGS.tracing,
-            access_log=SETTINGS.access_log,
-            served_views=served.count,
-            served_test_accuracy=served.test_accuracy,
+            intra_op_threads=served.pools.intra_op,
+            inter_op_threads=served.pools.inter_op,
+            folded_batch_norm_layers=served.batch_norm.folded,
+            fused_batch_norm_layers=served.batch_norm.fused,
+            max_batch_size=SETTINGS.max_batch_size,
+            tracing=_on_off(SETTINGS.tracing),
+            served_views=served.views.count,
+            served_test_accuracy=served.views.test_accuracy,
             **card.to_dict(),
         )
         freeze_startup_objects()
 
+    # --- what a benchmark's variant may change (bench/variants.py) --------------------------
+
+    @classmethod
+    @functools.cache
+    def card(cls) -> ModelCard:
+        """The served model's card, read once from its BentoML metadata."""
+        return ModelCard.from_dict(cls.bento_model.stored.info.metadata)
+
+    def make_batcher(self, predict: Callable[[np.ndarray], np.ndarray]) -> EagerBatcher | None:
+        """The eager batcher; None (a variant's choice) calls the model once per request."""
+        return EagerBatcher(
+            predict,
+            max_batch_size=SETTINGS.max_batch_size,
+            max_queued_images=SETTINGS.max_queued_images,
+        )
+
+    def make_decoder(self, shape: ImageShape) -> Decoder:
+        """Decoding on the event loop, or for large images in a decoding process."""
+        return Decoder(shape)
+
     # --- helpers -------------------------------------------------------------------------------
 
     def _check_k(self, k: int) -> int:
-        upper = min(SETTINGS.max_k, len(self.class_names))
+        upper = len(self.class_names)
         if not 1 <= k <= upper:
             raise RequestError(
                 f"k must be between 1 and {upper}, got {k}", HTTPStatus.UNPROCESSABLE_ENTITY
@@ -326,34 +292,27 @@ class Classifier:
         loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
         return self.info.model_copy(update={"event_loop": loop})
 
-    @bentoml.api
-    def noop(self) -> dict:
-        """Does nothing: the HTTP path's own ceiling, for benchmarks."""
-        return {"ok": True}
+
+def configure(service: bentoml.Service) -> bentoml.Service:
+    """`service` with the demo page at `/ui` and the HTTP layer's middleware in front of it."""
+    inner = service.inner
+
+    def model_file(name: str) -> Path:
+        """A file in the served model's folder (what the demo page shows from it)."""
+        return Path(inner.bento_model.stored.path_of(name))
+
+    service.mount_asgi_app(
+        demo.build_app(model_file, lambda: list(inner.card().class_names)), path="/ui"
+    )
+    if not SETTINGS.tracing:
+        service.add_asgi_middleware(RequestIds)
+    service.add_asgi_middleware(
+        RequestGuard,
+        token=SETTINGS.api_token,
+        max_request_bytes=SETTINGS.max_request_bytes,
+        max_bytes_in_flight=SETTINGS.max_bytes_in_flight,
+    )
+    return service
 
 
-class _DescribedService(type(Classifier)):
-    """The service, described on its Swagger page by serving/SERVICE.md when it runs from the
-    source tree too; a bento's description comes from bentofile.yaml, which names that file.
-    BentoML would show its own boilerplate ("This is a Machine Learning Service created with
-    BentoML", with badges fetched from the internet)."""
-
-    __slots__ = ()
-
-    @property
-    def doc(self) -> str:
-        if self.bento is not None:
-            return self.bento.doc
-        return (Path(__file__).parent / "SERVICE.md").read_text(encoding="utf-8")
-
-
-Classifier.__class__ = _DescribedService
-
-if SETTINGS.tracing == "off":
-    Classifier.add_asgi_middleware(observability.RequestIds)
-Classifier.add_asgi_middleware(
-    RequestGuard,
-    token=SETTINGS.api_token,
-    max_request_bytes=SETTINGS.max_request_bytes,
-    max_bytes_in_flight=SETTINGS.max_bytes_in_flight,
-)
+Classifier = configure(bentoml.service(**SERVICE_OPTIONS)(ClassifierService))

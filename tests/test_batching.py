@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from bentoml.exceptions import ServiceUnavailable
 
-from serving.batching import CorkBatcher, EagerBatcher, Overloaded
+from bench.cork import CorkBatcher
+from serving.batching import EagerBatcher, Overloaded
 
 
 class SlowModel:

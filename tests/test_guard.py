@@ -1,4 +1,4 @@
-"""serving/guard.py's size limit and bytes-in-flight budget, driven as ASGI in-process (the
+"""serving/http/guard.py's size limit and bytes-in-flight budget, driven as ASGI in-process (the
 served bento is tested over HTTP in test_service.py)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from serving.guard import RequestGuard
+from serving.http.guard import RequestGuard
 
 
 async def body_length_app(scope, receive, send) -> None:

@@ -1,5 +1,5 @@
-"""serving/lifetime.py on a real uvicorn server on 127.0.0.1, with the worker's HTTP protocol
-(serving/connections.py): a request whose client hangs up before its answer has its handler
+"""serving/http/lifetime.py on a real uvicorn server on 127.0.0.1, with the worker's HTTP protocol
+(serving/http/connections.py): a request whose client hangs up before its answer has its handler
 cancelled and is recorded as 499; every other request runs to its end as before. (The whole
 service over HTTP: tests/test_service.py.)"""
 
@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 
-from serving.connections import HeaderTimeoutProtocol
-from serving.lifetime import CLIENT_CLOSED_REQUEST, RequestLifetime
+from serving.http.connections import HeaderTimeoutProtocol
+from serving.http.lifetime import CLIENT_CLOSED_REQUEST, RequestLifetime
 
 BODY = b"x" * 50_000
 

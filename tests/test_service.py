@@ -37,7 +37,6 @@ BENTOML = tool("bentoml")
 TOKEN = "test-token-4f1c"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
-MAX_IMAGE_BYTES = 1024 * 1024
 
 
 def png(array: np.ndarray, fmt: str = "PNG") -> bytes:
@@ -104,10 +103,7 @@ def serving(bento_tag: str, env: dict[str, str], log_path: Path):
 #: The test servers' small limits, so that over-limit cases are cheap to send.
 SMALL_LIMITS = {
     "SERVING_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
-    "SERVING_MAX_BYTES_IN_FLIGHT": str(6 * 1024 * 1024),
     "SERVING_HEADER_TIMEOUT_S": "3",
-    "SERVING_MAX_PIXELS": "4000000",
-    "SERVING_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
 }
 
 
@@ -116,6 +112,19 @@ SMALL_LIMITS = {
 SAMPLE_EVERY_REQUEST = {
     "BENTOML_CONFIG_OVERRIDES": json.dumps(
         {"services": {"cnn_classifier": {"tracing": {"sample_rate": 1.0}}}}
+    )
+}
+#: The same, with BentoML's access log off (its own setting, serving/SERVICE.md).
+ACCESS_LOG_OFF_AND_SAMPLE_EVERY_REQUEST = {
+    "BENTOML_CONFIG_OVERRIDES": json.dumps(
+        {
+            "services": {
+                "cnn_classifier": {
+                    "tracing": {"sample_rate": 1.0},
+                    "logging": {"access": {"enabled": False}},
+                }
+            }
+        }
     )
 }
 
@@ -188,7 +197,7 @@ def test_metadata_names_the_champion(client, sweep):
     # The quick sweep trains without batch norm.
     assert (info["folded_batch_norm_layers"], info["fused_batch_norm_layers"]) == (0, 0)
     assert info["event_loop"] == "uvloop"
-    assert info["model_call"] == "traced"  # serving/forward.py
+    assert info["tracing"] == "off" and info["max_batch_size"] == 256
 
 
 def test_classify_files_equals_the_local_model(client, test_images, local_probs):
@@ -371,7 +380,7 @@ def pixels_with(value) -> list:
 
 def _bad_requests(images: np.ndarray) -> list[tuple[str, dict, int, str]]:
     good = png(images[0, ..., 0])
-    bomb = png(np.zeros((2500, 2500), dtype=np.uint8))  # 6.25 Mpx > the 4 Mpx limit
+    bomb = png(np.zeros((7000, 6000), dtype=np.uint8))  # 42 Mpx > the 40 Mpx limit
     gif = png(images[0, ..., 0], "GIF")
     one = lambda data, name="a.png": {"files": [("images", (name, data, "image/png"))]}  # noqa: E731
     return [
@@ -379,13 +388,8 @@ def _bad_requests(images: np.ndarray) -> list[tuple[str, dict, int, str]]:
         ("/classify", one(good[:150]), 400, "corrupt or truncated PNG"),
         ("/classify", one(b""), 400, "empty"),
         ("/classify", one(gif, "a.gif"), 415, "unsupported image format GIF"),
-        ("/classify", one(bomb), 413, "more than the limit of 4000000"),
-        (
-            "/classify",
-            one(good + b"\0" * MAX_IMAGE_BYTES),
-            413,
-            f"bytes is more than the limit of {MAX_IMAGE_BYTES}",
-        ),
+        ("/classify", one(bomb), 413, "more than the limit of 40000000"),
+        ("/classify", one(good + b"\0" * MAX_REQUEST_BYTES), 413, "exceeds"),
         (
             "/classify",
             {"files": [("images", (f"{i}.png", good, "image/png")) for i in range(65)]},
@@ -685,7 +689,7 @@ def health_checks_during_flood(
     large images are decoded at once, and the statuses the images got."""
     from urllib.parse import urlsplit
 
-    from tests.health_probe import HealthProbe
+    from bench.health_probe import HealthProbe
 
     files = [("images", ("big.png", large_png(), "image/png"))]
     with (
@@ -723,9 +727,9 @@ def _decoding_processes(url: str) -> list:
 
 def test_health_checks_are_answered_while_large_images_are_decoded(server):
     """Large images decode in a process of their own, so the event loop keeps answering
-    `/livez` and `/readyz`. With 16 such images at once, `make bench-faults` measured the worst
-    health check at 15.7 ms, against 1.31 s with every image decoded on the loop; this bound
-    only catches a return to decoding on the loop."""
+    `/livez` and `/readyz` (`make bench WHAT=faults` measures the worst health check against
+    a variant that decodes every image on the loop); this bound only catches a return to
+    decoding on the loop."""
     latencies, statuses = health_checks_during_flood(server, AUTH)
     assert statuses == {200}
     assert max(latencies) < 500, f"a health check took {max(latencies):.0f} ms during the flood"
@@ -804,45 +808,44 @@ def test_connections_that_never_finish_their_headers_are_closed(server, client):
 
 
 def test_requests_past_the_bytes_in_flight_budget_get_503_before_they_are_read(server, client):
-    """A request whose body is still arriving holds its bytes of the budget (6 MiB on the test
-    server); a second one that would pass it gets 503 with Retry-After at once, unread, and is
-    admitted once the first is gone."""
+    """Requests whose bodies are still arriving hold their bytes of the budget (twice the
+    request limit: 8 MiB on the test server); a third one that would pass it gets 503 with
+    Retry-After at once, unread, and is admitted once the first two are gone."""
     import socket
     from urllib.parse import urlsplit
 
     where = (urlsplit(server).hostname, urlsplit(server).port)
-    second = b" " * (3 * 1024 * 1024)
+    third = b" " * (3 * 1024 * 1024)
     headers = {"Content-Type": "application/json"}
-    with socket.create_connection(where, timeout=30) as first:
-        first.sendall(
-            b"POST /classify_array HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-            + f"Authorization: Bearer {TOKEN}\r\nContent-Length: {MAX_REQUEST_BYTES}\r\n".encode()
-            + b"\r\n"
-            + b" " * 65536
-        )
+    with contextlib.ExitStack() as held:
+        for _ in range(2):
+            holder = held.enter_context(socket.create_connection(where, timeout=30))
+            head = (
+                "POST /classify_array HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                f"Authorization: Bearer {TOKEN}\r\nContent-Length: {MAX_REQUEST_BYTES}\r\n\r\n"
+            )
+            holder.sendall(head.encode() + b" " * 65536)
         time.sleep(0.5)
-        busy = client.post("/classify_array", content=second, headers=headers)
+        busy = client.post("/classify_array", content=third, headers=headers)
         assert busy.status_code == 503, busy.text
         assert busy.headers["retry-after"] == "1"
         assert "bytes of requests in flight" in busy.json()[0]["error"]
     time.sleep(0.5)
-    admitted = client.post("/classify_array", content=second, headers=headers)
+    admitted = client.post("/classify_array", content=third, headers=headers)
     assert admitted.status_code == 400  # past the guard: BentoML finds no JSON in it
 
 
 @pytest.fixture(scope="module")
 def small_queue_server(bento, session_dir):
     """A server whose queue holds 512 images, one image per model call (so a 64-image request
-    keeps the model busy while others arrive), fixed TensorFlow thread pools, BentoML's
-    tracing on and sampling every request, and no access log."""
+    keeps the model busy while others arrive), BentoML's tracing on and sampling every request,
+    and its access log turned off through BentoML's own configuration."""
     env = {
         "SERVING_MAX_QUEUED_IMAGES": "512",
         "SERVING_MAX_BATCH_SIZE": "1",
         "SERVING_API_TOKEN": "",
-        "SERVING_TF_THREADS": "1,2",
         "SERVING_TRACING": "on",
-        "SERVING_ACCESS_LOG": "off",
-        **SAMPLE_EVERY_REQUEST,
+        **ACCESS_LOG_OFF_AND_SAMPLE_EVERY_REQUEST,
     }
     with serving(bento[0], env, session_dir / "serve-small-queue.log") as url:
         yield url
@@ -897,7 +900,7 @@ def _status(sock: socket.socket) -> int:
 def test_a_client_that_hangs_up_leaves_the_queue_and_its_images_are_never_computed(
     small_queue_server, test_images
 ):
-    """serving/lifetime.py: 7 clients queue 448 images (one per model call, 0.4 s of work
+    """serving/http/lifetime.py: 7 clients queue 448 images (one per model call, 0.4 s of work
     here); an eighth queues 64 behind them and hangs up. Its request is cancelled and recorded
     as 499, the model never computes its images, and the others are answered. uvicorn alone
     would have kept it queued and computed all 512."""
@@ -932,22 +935,12 @@ def test_a_client_that_hangs_up_leaves_the_queue_and_its_images_are_never_comput
     assert httpx.post(f"{url}/classify_npy", **npy(images), timeout=60).status_code == 200
 
 
-def test_fixed_thread_pools_reach_tensorflow(small_queue_server, client):
-    """`SERVING_TF_THREADS=1,2` is what TensorFlow reports in the worker; the default server's
-    one-view model keeps TensorFlow's own pools (0: one thread per core)."""
-    info = httpx.post(f"{small_queue_server}/metadata", timeout=30).json()
-    assert (info["intra_op_threads"], info["inter_op_threads"]) == (1, 2)
-    default = client.post("/metadata").json()
-    assert default["test_time_flip"] is False
-    assert (default["intra_op_threads"], default["inter_op_threads"]) == (0, 0)
-
-
 def test_tracing_on_keeps_bentoml_spans_and_the_access_log_can_be_turned_off(
     small_queue_server, session_dir
 ):
     """With SERVING_TRACING=on BentoML's own tracing makes the spans it is configured to
-    sample (`sampled=1`), and the request id is the span's. SERVING_ACCESS_LOG=off: a request
-    leaves no access line, only the error line of a refused request."""
+    sample (`sampled=1`), and the request id is the span's. BentoML's `logging.access.enabled`
+    off: a request leaves no access line, only the error line of a refused request."""
     refused = httpx.post(f"{small_queue_server}/classify_npy", files=npy(np.zeros(3))["files"])
     assert refused.status_code == 422
     request_id = _request_id(refused)
@@ -1002,8 +995,8 @@ def test_a_server_told_to_answers_with_fewer_views_than_its_model(
     import keras
 
     from pipeline.scoring import softmax
-    from pipeline.test_time import FLIP_ONLY_METRIC, base_model, flip_averaged
-    from serving import threads
+    from pipeline.tta import FLIP_ONLY_METRIC, base_model, flip_averaged
+    from serving.model import choose_thread_pools, usable_cpus
 
     run, tag = ten_view_model
     images = test_images[0][:8]
@@ -1016,9 +1009,9 @@ def test_a_server_told_to_answers_with_fewer_views_than_its_model(
     assert (info["test_time_views"], info["served_views"]) == (10, 2)
     assert info["served_test_accuracy"] == pytest.approx(run.data.metrics[FLIP_ONLY_METRIC])
     assert info["test_accuracy"] == pytest.approx(run.data.metrics["test_accuracy"])
-    # The thread pools `auto` gives any averaged model (serving/threads.py), as TensorFlow
-    # reads them back; on 2 cores, (1, 2).
-    pools = threads.choose("auto", multi_view=True, gpu=False, cpus=threads.usable_cpus())
+    # The thread pools any averaged model gets (serving/model.py), as TensorFlow reads them
+    # back; on 2 cores, (1, 2).
+    pools = choose_thread_pools(multi_view=True, gpu=False, cpus=usable_cpus())
     assert (info["intra_op_threads"], info["inter_op_threads"]) == (pools.intra_op, pools.inter_op)
 
     model = keras.saving.load_model(
@@ -1026,7 +1019,7 @@ def test_a_server_told_to_answers_with_fewer_views_than_its_model(
     )
     pixels = images.astype(np.float32)
     # The server folds LeNet's batch norm into the convolution or dense layer before it
-    # (serving/batch_norm.py), the reference computes it in Keras' own ops: the same answers.
+    # (pipeline/batch_norm.py), the reference computes it in Keras' own ops: the same answers.
     layers = model._flatten_layers(include_self=False, recursive=True)
     assert info["folded_batch_norm_layers"] == sum(
         isinstance(layer, keras.layers.BatchNormalization) for layer in layers
@@ -1066,6 +1059,76 @@ def project_modules_missing_from(src: Path, entry: str) -> set[str]:
     return missing
 
 
+def _readme_commands() -> list[str]:
+    """The shell lines of the README's service block (continuations joined), as a user
+    copies them, minus `make serve` itself."""
+    readme = (paths.PROJECT_ROOT / "README.md").read_text()
+    block = readme.split("## The prediction service", 1)[1].split("```bash\n", 1)[1]
+    block = block.split("```", 1)[0].replace("\\\n", " ")
+    lines = [line.split("  #", 1)[0].strip() for line in block.splitlines()]
+    return [line for line in lines if line and not line.startswith("make ")]
+
+
+def test_the_readme_commands_answer_as_it_says(server, tmp_path, test_images):
+    """Each curl of the README's service section, run as written (plus the token the test
+    server wants, and its port), answers 200 with labels; the shoe is a real test image."""
+    Image.fromarray(test_images[0][0, ..., 0]).save(tmp_path / "shoe.png")
+    commands = _readme_commands()
+    assert sum("curl" in c for c in commands) == 5, commands
+    port = server.rsplit(":", 1)[1]
+    for command in commands:
+        command = command.replace("127.0.0.1:3000", f"127.0.0.1:{port}")
+        command = command.replace("curl ", f"curl -sS -H 'Authorization: Bearer {TOKEN}' ")
+        done = subprocess.run(
+            command,
+            shell=True,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PATH": f"{paths.BIN_DIR}:{os.environ['PATH']}"},
+        )
+        assert done.returncode == 0, (command, done.stderr)
+        if "curl" in command:
+            answer = json.loads(done.stdout)
+            assert "error" not in json.dumps(answer), (command, answer)
+            if "/metadata" in command:
+                assert answer["class_names"][9] == "Ankle boot"
+            else:
+                assert answer[0]["top"][0]["label"] in answer_labels(), (command, answer)
+
+
+def answer_labels() -> set[str]:
+    from pipeline.data import BUILT_IN
+
+    return set(BUILT_IN["fashion_mnist"].class_names)
+
+
+def test_make_bento_prints_its_tag_and_make_next_what_to_do(sweep):
+    """The end of `make train`: the bento's tag in the project's words, not BentoML's banner,
+    then the next steps."""
+    built = subprocess.run(
+        ["make", "--no-print-directory", "-s", "bento"],
+        cwd=paths.PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (line,) = built.stdout.strip().splitlines()
+    assert re.fullmatch(r"bento: cnn_classifier:\w+ \(make containerize builds its image\)", line)
+    assert "BentoCloud" not in built.stdout + built.stderr
+    following = subprocess.run(
+        ["make", "--no-print-directory", "-s", "next"],
+        cwd=paths.PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    for step in ("make ui", "make serve", "curl -F images=@shoe.png", "make results"):
+        assert step in following
+
+
 def test_bento_and_dockerfile(bento):
     _, path = bento
     dockerfile = (path / "env" / "docker" / "Dockerfile").read_text()
@@ -1084,7 +1147,7 @@ def test_the_bento_service_loads_without_mlflow_scikit_learn_or_training_modules
     """The bento's own copy of the service, imported from its folder alone: what it loads."""
     _, path = bento
     probe = (
-        "import sys; import serving.service; "
+        "import sys; import serving.service, serving.model; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('mlflow', 'sklearn', 'pipeline', 'matplotlib')))"
     )

@@ -4,30 +4,25 @@ hangs up.
 BentoML's timeout middleware answers 504 when no response has started in time. It wraps every
 request, so it is where each request's handler runs as a task of its own, and the one place
 that can stop that task without touching the code around it. `RequestLifetime` replaces it
-(serving/upstream.py installs it) and adds two things:
+(`install()`) and adds two things:
 
 - **Its timer is cancelled as soon as the response starts.** BentoML's never is, so every
-  request's future and context (its OpenTelemetry span and more, ~20 objects) stayed reachable
-  for the whole 60 s timeout. At a few hundred requests/s that is hundreds of thousands of live
-  objects, which Python's full garbage collections then walk: pauses of 100+ ms.
+  request's future and context (its OpenTelemetry span and more) stayed reachable for the whole
+  timeout; under load that is hundreds of thousands of live objects for Python's full garbage
+  collections to walk (tests/test_http_layer.py pins BentoML's behaviour).
 - **A client that hangs up before its answer stops its request's work.** uvicorn does not
   cancel a request whose connection closed, and a handler that never reads again never learns
-  of it. So a burst's clients that gave up left their requests queued for the model: after 64
-  clients of 64-image requests stopped, the worker computed for another second for nobody,
-  and the next client waited behind it. The worker's HTTP protocol (serving/connections.py)
-  puts a future in each request's scope (`CLIENT_GONE`, an ASGI extension) and resolves it
-  when the connection is lost before the answer is complete. If that comes before the
-  response has started, the handler task is cancelled: its images leave the model's queue
-  (serving/batching.py), and the request is answered 499 (nginx's "client closed request").
-  uvicorn writes nothing to the closed connection, but BentoML's access log and request
-  metrics (`bentoml_service_request_total`, code 499) record it. A client that leaves while
-  its body is still being read is answered the same way, and the app is never handed the
-  `http.disconnect` (Starlette would raise on it and BentoML answer a 500 to nobody, with a
-  traceback in the log). A server without that future keeps only the latter.
+  of it, so a burst's clients that gave up left their requests queued for the model. The
+  worker's HTTP protocol (serving/http/connections.py) puts a future in each request's scope
+  (`CLIENT_GONE`, an ASGI extension) and resolves it when the connection is lost before the
+  answer is complete. If that comes before the response has started, the handler task is
+  cancelled: its images leave the model's queue (serving/batching.py), and the request is
+  answered 499 (nginx's "client closed request"), which BentoML's access log and request
+  metrics record. A client that leaves while its body is still being read is answered the
+  same way, and the app is never handed the `http.disconnect` (Starlette would raise on it and
+  BentoML answer a 500 to nobody, with a traceback in the log).
 
-Watching costs a callback on a future per request, not a task: a task per request that waited
-on uvicorn's `receive` for the disconnect cost 0.835x the no-op rate at 32 clients (a probe of
-the two side by side).
+Watching costs a callback on a future per request, not a task per request.
 """
 
 from __future__ import annotations
@@ -40,7 +35,7 @@ from bentoml._internal.server.http import traffic
 CLIENT_CLOSED_REQUEST = 499
 
 
-#: The ASGI scope extension under which serving/connections.py gives each request a future,
+#: The ASGI scope extension under which serving/http/connections.py gives each request a future,
 #: resolved when the client hangs up before the request's answer is complete.
 CLIENT_GONE = "cnn.client_gone"
 
@@ -115,3 +110,8 @@ class RequestLifetime(traffic.TimeoutMiddleware):
         if instead is not None and handler.cancel():
             status, error = instead
             await traffic.JSONResponse({"error": error}, status_code=status)(scope, receive, send)
+
+
+def install() -> None:
+    """BentoML builds each app with `traffic.TimeoutMiddleware`: make that this class."""
+    traffic.TimeoutMiddleware = RequestLifetime

@@ -1,8 +1,8 @@
-"""The BentoML workarounds of serving/upstream.py, serving/lifetime.py's timer and
-serving/heap.py, in process.
+"""The HTTP layer (serving/http/) in process: the request lifetime's timer, the version check
+that guards every patch, and serving/heap.py. (Over HTTP: tests/test_service.py.)
 
 The first test pins BentoML 1.4.39's bug: when it fails, BentoML has fixed it and the
-workaround can go.
+replacement can go.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import gc
 import pytest
 from bentoml._internal.server.http import traffic
 
-from serving import upstream
+from serving import http as http_layer
 from serving.heap import freeze_startup_objects
-from serving.lifetime import RequestLifetime
+from serving.http import lifetime
+from serving.http.lifetime import RequestLifetime
 
 BENTOML_TIMEOUT_MIDDLEWARE = traffic.TimeoutMiddleware
 
@@ -72,11 +73,29 @@ def test_fixed_timeout_middleware_still_answers_504_when_too_slow():
 
 
 def test_install_replaces_the_timeout_middleware_bentoml_builds_apps_with():
-    upstream.install()
+    lifetime.install()
     try:
         assert traffic.TimeoutMiddleware is RequestLifetime
     finally:
         traffic.TimeoutMiddleware = BENTOML_TIMEOUT_MIDDLEWARE
+
+
+def test_the_pinned_versions_are_the_installed_ones():
+    http_layer.check_versions()  # what a start-up of the service runs first
+
+
+@pytest.mark.parametrize(
+    "installed",
+    [{"bentoml": "1.4.40", "uvicorn": "0.54.0"}, {"bentoml": "1.4.39", "uvicorn": "0.40.0"}],
+)
+def test_another_bentoml_or_uvicorn_is_refused_in_one_line_that_says_what_to_do(installed):
+    with pytest.raises(SystemExit) as stop:
+        http_layer.check_versions(installed)
+    message = str(stop.value)
+    wrong = next(name for name, v in installed.items() if v != http_layer.PINNED[name])
+    assert "\n" not in message
+    assert f"{wrong}=={http_layer.PINNED[wrong]}" in message and installed[wrong] in message
+    assert "requirements.lock" in message
 
 
 @pytest.fixture

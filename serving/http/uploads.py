@@ -2,8 +2,8 @@
 
 BentoML treats any `pathlib.PurePath` annotation as a multipart file field. For `Path` itself
 it writes every uploaded file into a per-request temporary directory, and the endpoint reads
-it back; BentoML unlinks it after the response. For a 64-image request that was a third of the
-worker's CPU (py-spy: temp file create, write, read, unlink), more on a slow disk.
+it back; BentoML unlinks it after the response: for a many-image request, much of the worker's
+CPU goes to creating, writing, reading and unlinking temporary files.
 `UploadedFile` is a `PurePath` too, so BentoML still reads the field as files (multipart form,
 OpenAPI docs, its Python client), but validation keeps the bytes in memory.
 """

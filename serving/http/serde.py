@@ -1,5 +1,4 @@
-"""Workarounds for BentoML 1.4.39 internals, each pinned by tests (tests/test_service.py over
-HTTP, tests/test_upstream.py in process) that fail if BentoML changes what is used here.
+"""BentoML's request readers, with client errors answered 400 and no URL ever fetched.
 
 Bad input answered 500: BentoML's multipart reader lets these client errors escape:
 - a body that is not valid multipart (Starlette raises its own HTTP 400, which BentoML's
@@ -14,20 +13,17 @@ that is only a URL sent to an endpoint with file fields, as a URL to download fr
 server-side fetch of whatever the client names (it answered 500 here only because a module it
 needs is not installed). Here a file field takes files only and URLs are never fetched: 400.
 
-The request timeout: BentoML's never cancels its timer, which kept every answered request
-alive for 60 s; serving/lifetime.py replaces it (and stops the work of clients that hung up).
+`install()` puts both readers in BentoML's table of readers by media type (serving/http/
+__init__.py calls it); tests/test_service.py sends each of these inputs over HTTP.
 """
 
 from __future__ import annotations
 
 from _bentoml_impl import serde
-from bentoml._internal.server.http import traffic
 from bentoml.exceptions import BadInput
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-
-from serving.lifetime import RequestLifetime
 
 
 class ClientErrorMultipartSerde(serde.MultipartSerde):
@@ -76,11 +72,9 @@ class NoFetchJSONSerde(serde.JSONSerde):
 
 
 def install() -> None:
-    """Put the fixed classes above, and serving/lifetime.py's timeout, in place of BentoML's,
-    before its app is built."""
+    """Put the readers above in place of BentoML's, before its app is built."""
     for media_type, reader in list(serde.ALL_SERDE.items()):
         if reader is serde.MultipartSerde:
             serde.ALL_SERDE[media_type] = ClientErrorMultipartSerde  # type: ignore[index]
         elif reader is serde.JSONSerde:
             serde.ALL_SERDE[media_type] = NoFetchJSONSerde  # type: ignore[index]
-    traffic.TimeoutMiddleware = RequestLifetime

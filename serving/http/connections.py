@@ -2,10 +2,8 @@
 and that tell each request when its client hangs up.
 
 uvicorn, which BentoML runs each worker on, parses HTTP with httptools (C) when it is
-installed and with h11 (pure Python) otherwise. httptools is a pinned dependency: on 2 cores
-it took a no-op request's worker CPU from 1.97 to 1.55 ms, and its p50 at 1 client from 1.93
-to 1.42 ms (a probe of fresh servers in turns; `make bench-serving` measures the service with
-it).
+installed and with h11 (pure Python) otherwise; httptools is a pinned dependency, cheaper per
+request than h11.
 
 Slowloris: uvicorn has a keep-alive timeout between requests but none for the headers
 themselves. A client that opens a connection and sends nothing, or a header line every few
@@ -17,7 +15,7 @@ a client reusing it retries).
 
 Clients that hang up: each request's scope gets a future (`CLIENT_GONE`, an ASGI extension)
 that is resolved when the connection is lost before the request's answer is complete, which
-uvicorn itself tells an app only through `receive`. serving/lifetime.py cancels the request's
+uvicorn itself tells an app only through `receive`. serving/http/lifetime.py cancels the request's
 work on it.
 
 BentoML builds the uvicorn config itself and offers no choice of protocol class, so `install`
@@ -34,7 +32,7 @@ from collections import deque
 from uvicorn import config as uvicorn_config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from serving.lifetime import CLIENT_GONE
+from serving.http.lifetime import CLIENT_GONE
 
 _TIMEOUT_BODY = json.dumps([{"error": "request headers not received in time"}]).encode()
 REQUEST_TIMEOUT_RESPONSE = (
@@ -47,7 +45,7 @@ REQUEST_TIMEOUT_RESPONSE = (
 class HeaderTimeoutProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, closing connections whose request headers are late."""
 
-    #: Set by `install` from SERVING_HEADER_TIMEOUT_S.
+    #: Set by `install` (SERVING_HEADER_TIMEOUT_S).
     header_timeout_s: float = 10.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -55,7 +53,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         #: The parser has seen the start of a request whose headers are not complete.
         self._in_headers = False
-        #: Each request whose answer is not complete: its CLIENT_GONE future (serving/lifetime.py).
+        #: Each request whose answer is not complete: its CLIENT_GONE future (lifetime.py).
         self._unanswered: deque[asyncio.Future] = deque()
         self._arm()
 
