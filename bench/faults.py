@@ -2,9 +2,9 @@
 mid-burst.
 
 Stalls: the champion served twice side by side, large images decoded in a process of their
-own (the default, serving/decoding.py) and on the event loop
-(`SERVING_INLINE_DECODE_PIXELS` above any image), each sent floods of 4-megapixel PNGs
-while a separate process probes `/livez` and `/readyz` (tests/health_probe.py). The same
+own (the shipped service, serving/decoding.py) and on the event loop (the `decode-on-loop`
+variant, bench/variants.py), each sent floods of 4-megapixel PNGs while a separate process
+probes `/livez` and `/readyz` (bench/health_probe.py). The same
 servers time one large and one small image at a time: what the process hop costs.
 
 Fault: 8 clients send one-PNG requests; after 3 s the service worker gets SIGKILL. BentoML's
@@ -25,15 +25,13 @@ import time
 import httpx
 import numpy as np
 
+from bench.health_probe import HealthProbe, large_png
 from bench.serving import Server, as_pngs, fashion_test_images
-from tests.health_probe import HealthProbe
-from tests.helpers import large_png
 
 FLOOD_CLIENTS = 16
 FLOOD_REQUESTS = 48
 REPEATS = 3
 #: Decoding on the loop: no request has this many pixels.
-ALL_ON_LOOP = str(10**12)
 FAULT_CLIENTS = 8
 KILL_AFTER_S = 3.0
 CLIENT_TIMEOUT_S = 60.0
@@ -81,11 +79,8 @@ def _one_at_a_time(url: str, png: bytes, count: int) -> float:
 def stalls(model_tag: str) -> list[dict]:
     big, small = large_png(), as_pngs(fashion_test_images(1))[0]
     rows = []
-    for label, env in (
-        ("process (default)", {}),
-        ("event loop", {"SERVING_INLINE_DECODE_PIXELS": ALL_ON_LOOP}),
-    ):
-        server = Server("eager", model_tag, env)
+    for label, variant in (("process (default)", None), ("event loop", "decode-on-loop")):
+        server = Server(model_tag, variant=variant)
         try:
             _one_at_a_time(server.url, big, 3)  # warm-up
             floods = [_flood(server.url, big) for _ in range(REPEATS)]
@@ -106,7 +101,7 @@ def stalls(model_tag: str) -> list[dict]:
 def fault(model_tag: str) -> dict:
     """8 clients, SIGKILL to the service worker after 3 s, until 10 s after answers resume."""
     png = as_pngs(fashion_test_images(1))[0]
-    server = Server("eager", model_tag)
+    server = Server(model_tag)
     log: list[tuple[float, float, str]] = []  # (sent, finished, outcome)
     lock = threading.Lock()
     stop = threading.Event()
@@ -221,7 +216,7 @@ def render(faults: dict) -> str:
     ]
     f = faults["fault"]
     machine = faults["machine"]
-    return f"""## Stalls and faults (`make bench-faults`, measured {faults["date"]})
+    return f"""## Stalls and faults (`make bench WHAT=faults`, measured {faults["date"]})
 
 `bench/faults.py`, on {machine["cores"]} cores ({machine["cpu"]}), the champion on one worker.
 

@@ -1,11 +1,12 @@
-"""Latency at 1 client on a fresh server, right after bursts, and after 10 s idle: the eager
-batcher against BentoML's CORK dispatcher, one server of each per repeat, in turns.
+"""Latency at 1 client on a fresh server, right after bursts, and after 10 s idle: the shipped
+service's eager batcher against BentoML's CORK dispatcher (bench/variants.py), one server of
+each per repeat, in turns.
 
 A burst lasts longer than the 5 s after which CORK refreshes what it learned from recent
 batches, so each burst can leave its mark; the probe right after it shows whether it did.
 Before each probe, one request alone is timed from the moment the burst's clients stop: it
-waits behind whatever the server still does for them (serving/lifetime.py drops the work of
-those that hung up).
+waits behind whatever the server still does for them (serving/http/lifetime.py drops the
+work of those that hung up).
 
 This host's speed drifts by tens of percent within a minute, so a p50 after a burst over the
 fresh p50 a minute before mixes the server's history with the host's. Each repeat therefore
@@ -34,8 +35,9 @@ BURSTS = (
 BURST_S = 6
 PROBE_S = 3
 IDLE_S = 10
-REPEATS = 3
-BATCHERS = ("eager", "cork")
+REPEATS = 2
+#: Each batcher, and the variant of bench/variants.py that serves it (None: the shipped one).
+BATCHERS = {"eager": None, "cork": "cork"}
 #: What a probe sends, one client at a time.
 PROBES = ("classify x1", "array x1")
 
@@ -82,11 +84,12 @@ def run(model_tag: str) -> list[dict]:
     bodies = request_bodies(work)
     rows: list[dict] = []
     for repeat in range(REPEATS):
-        order = BATCHERS if repeat % 2 == 0 else BATCHERS[::-1]
+        order = list(BATCHERS) if repeat % 2 == 0 else list(BATCHERS)[::-1]
         for batcher in order:
-            servers = {"bursted": Server(batcher, model_tag)}
+            variant = BATCHERS[batcher]
+            servers = {"bursted": Server(model_tag, variant=variant)}
             try:
-                servers["untouched"] = Server(batcher, model_tag)
+                servers["untouched"] = Server(model_tag, variant=variant)
                 labels = {"batcher": batcher, "repeat": repeat}
                 rows += _probe(servers, bodies, work, **labels, phase="fresh")
                 for label, clients, body in BURSTS:
@@ -154,7 +157,7 @@ FIRST = """
 Before each probe one PNG was sent alone on a new connection, timed from the moment the burst's
 clients stopped: it waits behind whatever the server still does for them. A client that hangs
 up before its answer has its request cancelled and its images dropped from the queue
-(serving/lifetime.py); medians over the repeats:
+(serving/http/lifetime.py); medians over the repeats:
 
 {}
 """
@@ -192,7 +195,8 @@ def render(raw: dict | list[dict]) -> str:
     return f"""## Latency after load: the eager batcher against BentoML's CORK
 
 `bench/history.py`. The champion on one worker, {REPEATS} repeats, each on a fresh server per
-batcher, the two batchers in turns (`SERVING_BATCHER`). A probe is 1 client for {PROBE_S} s
+batcher, the two batchers in turns: the shipped service's eager batcher, and CORK served by the
+`cork` variant (bench/variants.py). A probe is 1 client for {PROBE_S} s
 with one PNG (`classify x1`) and then one image as JSON (`array x1`); it runs on the fresh
 server, right after each {BURST_S} s burst (longer than the 5 s after which CORK refreshes what
 it learned), and after {IDLE_S} s idle. p50 are medians over the repeats; `/ fresh` is the

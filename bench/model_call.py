@@ -1,10 +1,9 @@
-"""The served model's call alone, as the service makes it (its graph traced once,
-serving/forward.py), by TensorFlow thread pools: what `SERVING_TF_THREADS=auto` picks
-(serving/threads.py) against TensorFlow's defaults, each setting in its own process (the pools
-are process-wide), in turns. Under `auto`, in the same process and interleaved call by call:
-Keras' `predict_on_batch` of the same model, and the model with its batch norm in TensorFlow's
-fused kernel and in Keras' own ops instead of folded into the layers before it, as the service
-runs it (serving/batch_norm.py).
+"""The served model's call alone, as the service makes it (its graph traced once, batch norm
+folded: serving/model.py), by TensorFlow thread pools: what the service picks (`auto`) against
+TensorFlow's defaults, each in its own process (the pools are process-wide), in turns. Under
+`auto`, in the same process and interleaved call by call: Keras' `predict_on_batch` of the same
+model, and the model with its batch norm in TensorFlow's fused kernel everywhere and in Keras'
+own ops (pipeline/batch_norm.py).
 
 `python -m bench.model_call TAG SETTING` measures one process and prints one `BENCH` line.
 """
@@ -32,42 +31,39 @@ ROUNDS = 3
 def measure(model_tag: str, setting: str) -> dict:
     """Median milliseconds per call at each batch size, for the model and its own network."""
     import bentoml
-
-    from pipeline.model_card import ModelCard
-    from serving import batch_norm, forward, threads
-
-    stored = bentoml.models.get(model_tag)
-    card = ModelCard.from_dict(stored.info.metadata)
-    pools = threads.apply(
-        threads.choose(
-            threads.parse(setting),
-            multi_view=card.test_time_views > 1,
-            gpu=False,
-            cpus=threads.usable_cpus(),
-        )
-    )
     import keras
     import numpy as np
 
-    from pipeline.test_time import base_model
+    from pipeline import batch_norm
+    from pipeline.model_card import ModelCard
+    from pipeline.tta import base_model
+    from serving import model as served
+
+    stored = bentoml.models.get(model_tag)
+    card = ModelCard.from_dict(stored.info.metadata)
+    pools = served.ThreadPools()
+    if setting == "auto":
+        multi_view, cpus = card.test_time_views > 1, served.usable_cpus()
+        pools = served.choose_thread_pools(multi_view=multi_view, gpu=False, cpus=cpus)
+    pools = served.apply_thread_pools(pools)
 
     def load() -> keras.Model:
         return keras.saving.load_model(stored.path_of("model.keras"), safe_mode=True, compile=False)
 
     model, fused_bn, keras_bn = load(), load(), load()
-    prepared = batch_norm.prepare(model, "folded")
-    batch_norm.prepare(fused_bn, "fused")
+    prepared = batch_norm.prepare_for_inference(model)
+    batch_norm.fuse(fused_bn)
     pixels = np.random.default_rng(0).integers(0, 256, (max(BATCHES), *card.input_shape))
     pixels = pixels.astype(np.float32)
     shape = card.input_shape
-    calls = {"": forward.traced(model, shape)}
+    calls = {"": served.traced(model, shape)}
     if setting == "auto":
-        calls["_keras_call"] = forward.keras_call(model)
-        calls["_fused_bn"] = forward.traced(fused_bn, shape)
-        calls["_keras_bn"] = forward.traced(keras_bn, shape)
+        calls["_keras_call"] = lambda x: np.asarray(model.predict_on_batch(x))
+        calls["_fused_bn"] = served.traced(fused_bn, shape)
+        calls["_keras_bn"] = served.traced(keras_bn, shape)
     network = base_model(model)
     if setting == "default" and network is not model:
-        calls["_one_view"] = forward.traced(network, shape)
+        calls["_one_view"] = served.traced(network, shape)
 
     def median_ms(batch: int) -> dict[str, float]:
         """Each call's median milliseconds, the calls interleaved (rotating which goes first),
@@ -110,42 +106,22 @@ def run(model_tag: str) -> dict:
     return {"model_tag": model_tag, "rows": rows}
 
 
-FUSED = """ Every column but `Keras BN`
-computes batch norm in TensorFlow's fused inference kernel, as the service does
-(`SERVING_BATCH_NORM=fused`, serving/batch_norm.py; {} layers of this model); `Keras BN` is
-the same model with Keras' own batch norm, timed in the `auto` process beside it."""
-
-FOLDED = """ Every column but `fused BN` and `Keras BN` folds batch norm into the
-convolution or dense layer before it, as the service does (`SERVING_BATCH_NORM=folded`,
-serving/batch_norm.py; {} layers of this model folded, {} fused); `fused BN` is the same model
-with every batch norm in TensorFlow's fused inference kernel, `Keras BN` with Keras' own ops,
-each timed in the `auto` process beside it."""
-
-TRACED = """ Every column but `predict_on_batch` calls the model's graph, traced once
-for any batch size, as the service does (`SERVING_MODEL_CALL=traced`, serving/forward.py);
-`predict_on_batch` is Keras' call of the same model, timed in the `auto` process beside it."""
-
-INTERLEAVED = """ Within a process, the calls of a batch size are interleaved call by
-call."""
+NOTES = """ Every column but `fused BN` and `Keras BN` folds batch norm into the convolution
+or dense layer before it, as the service does (pipeline/batch_norm.py; {} layers of this model
+folded, {} fused); `fused BN` is the same model with every batch norm in TensorFlow's fused
+inference kernel, `Keras BN` with Keras' own ops. Every column but `predict_on_batch` calls the
+model's graph, traced once for any batch size, as the service does (serving/model.py);
+`predict_on_batch` is Keras' call of the same model. Those three are timed in the `auto`
+process beside it, interleaved call by call."""
 
 
 def render(raw: dict) -> str:
     rows = pd.DataFrame(raw["rows"])
     auto, default = rows[rows.setting == "auto"], rows[rows.setting == "default"]
     pools = f"intra-op {auto.intra_op.iloc[0]}, inter-op {auto.inter_op.iloc[0]}"
-    # Figures from before the fused batch norm have no Keras BN column, and those from before
-    # the folded one no fused BN column.
-    folded = "b1_fused_bn_ms" in auto
-    fused = int(auto.fused_batch_norm_layers.iloc[0]) if "b1_keras_bn_ms" in auto else 0
-    if folded:
-        layers = (auto.folded_batch_norm_layers.iloc[0], auto.fused_batch_norm_layers.iloc[0])
-        notes = FOLDED.format(*layers)
-    else:
-        notes = FUSED.format(fused) if fused else ""
-    # Figures from before the traced call timed `predict_on_batch` alone, one call at a time.
-    traced = "b1_keras_call_ms" in auto
-    if traced:
-        notes += TRACED + INTERLEAVED
+    notes = NOTES.format(
+        auto.folded_batch_norm_layers.iloc[0], auto.fused_batch_norm_layers.iloc[0]
+    )
     flip = bool(auto.test_time_flip.iloc[0])
     table = []
     for batch in BATCHES:
@@ -156,19 +132,14 @@ def render(raw: dict) -> str:
             "auto, ms": a.median(),
             "auto / defaults": (a / d).median(),
         }
-        if traced:
-            keras_call = auto.set_index("round")[f"b{batch}_keras_call_ms"]
-            entry["auto, predict_on_batch, ms"] = keras_call.median()
-            entry["traced / predict_on_batch"] = (a / keras_call).median()
-        if folded:
-            fused_bn = auto.set_index("round")[f"b{batch}_fused_bn_ms"]
-            entry["auto, fused BN, ms"] = fused_bn.median()
-            entry["folded / fused BN"] = (a / fused_bn).median()
-        if fused or folded:
-            keras_bn = auto.set_index("round")[f"b{batch}_keras_bn_ms"]
-            entry["auto, Keras BN, ms"] = keras_bn.median()
-            label = "folded / Keras BN" if folded else "fused BN / Keras BN"
-            entry[label] = (a / keras_bn).median()
+        for column, label, ratio in (
+            ("keras_call", "predict_on_batch", "traced / predict_on_batch"),
+            ("fused_bn", "fused BN", "folded / fused BN"),
+            ("keras_bn", "Keras BN", "folded / Keras BN"),
+        ):
+            other = auto.set_index("round")[f"b{batch}_{column}_ms"]
+            entry[f"auto, {label}, ms"] = other.median()
+            entry[ratio] = (a / other).median()
         if f"b{batch}_one_view_ms" in default:
             one = default.set_index("round")[f"b{batch}_one_view_ms"]
             entry["one view, defaults, ms"] = one.median()
@@ -183,12 +154,11 @@ def render(raw: dict) -> str:
     return f"""
 ## The model call by thread pools
 
-`bench/model_call.py`, the champion `{raw["model_tag"]}`: {
-        "the model call alone, as the service makes it" if traced else "`predict_on_batch` alone"
-    }, median
-milliseconds per call. `auto` is what the service runs (`SERVING_TF_THREADS`, serving/threads.py);
-here it chose {pools}: {what}. Each setting runs in its own process, the two in turns, {ROUNDS}
-rounds; each ratio is the median over rounds of that round's ratio.{notes}{
+`bench/model_call.py` (`make bench WHAT=model-call`), the champion `{raw["model_tag"]}`: the
+model call alone, as the service makes it, median milliseconds per call. `auto` is what the
+service runs (serving/model.py); here it chose {pools}: {what}. Each setting runs in its own
+process, the two in turns, {ROUNDS} rounds; each ratio is the median over rounds of that
+round's ratio.{notes}{
         " `one view` is the network inside the model on the images alone (TensorFlow's defaults)."
         if flip
         else ""

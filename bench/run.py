@@ -1,6 +1,10 @@
-"""`make bench`: run the training and serving benchmarks and write docs/BENCHMARKS.md.
+"""`make bench [WHAT=...]`: run benchmark parts and write docs/BENCHMARKS.md.
 
-Every comparison is a ratio of figures measured side by side in this one run.
+`python -m bench.run list` says what each part measures and how long it takes; `all` runs
+every part, `render` writes the document again from the raw figures, and one or more part
+names (`serving`, `views,faults`) measure those again and keep the others' figures. The raw
+figures are docs/benchmarks.json, which `render` and every partial run read back. Every
+comparison is a ratio of figures measured side by side in one run.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ import datetime
 import json
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -84,7 +90,7 @@ over batches in `tf.data`; `new`, one `BatchAugment` layer in front of the model
 training graph, drawing every random factor for the batch at once (flip, translation,
 contrast, brightness, erasing; `pipeline/augment.py`), which is what `make train` runs; and
 `new, Keras BN`, the same with Keras' own batch norm instead of TensorFlow's fused kernel
-(`pipeline/fused_batch_norm.py`). After a warm-up epoch each, the four take turns for
+(`pipeline/batch_norm.py`). After a warm-up epoch each, the four take turns for
 {rounds} rounds of one epoch each, in reverse order every other round, so that the shared
 machine's slow spells weigh on all four alike. The images/s columns are medians over the
 rounds; each ratio is the median over rounds of that round's ratio. GoogLeNet is trained
@@ -101,57 +107,20 @@ without batch norm in the zoo, so its last two variants do the same work: their 
 
 
 def champion_tag() -> str:
-    """The BentoML tag of the served champion (`SERVING_MODEL`, as the service reads it), without
-    the MLflow queries and packaging of `served_models`, for sections that serve only it."""
+    """The BentoML tag of the served champion (`SERVING_MODEL`, as the service reads it)."""
     import bentoml
 
     return str(bentoml.models.get(os.environ.get("SERVING_MODEL", "cnn-classifier:latest")).tag)
 
 
-def served_models() -> dict[str, str]:
-    """The champion, the best full-data LeNet run, and the champion's architecture in float32.
-
-    The issue's orientation figures for the HTTP path were taken with a LeNet, whose model
-    time is small beside the HTTP cost; the champion shows what users get. When the champion
-    was trained under mixed precision, the best float32 run of its architecture is served too,
-    so that what the precision buys in serving is measured side by side.
-    """
+def _describe_served(tag: str) -> str:
     import bentoml
 
-    from pipeline import tracking
-    from pipeline.config import TrackingConfig
-    from pipeline.results import best_per_model, full_data_runs, precision_of
-    from pipeline.selection import package_run
-
-    champion = bentoml.models.get(champion_tag())
-    card = ModelCard.from_dict(champion.info.metadata)
-    architecture = card.architecture
-    experiment_id = tracking.setup(TrackingConfig())
-    champion_run = tracking.client().get_run(card.run_id)
-    precision = champion_run.data.params.get("train.precision_resolved", "float32")
-    models = {f"champion ({architecture}, {precision})": str(champion.tag)}
-    runs = full_data_runs(experiment_id)
-    wanted = [("lenet", "float32")] if architecture != "lenet" else []
-    if precision != "float32":
-        wanted.append((architecture, "float32"))
-    for model, policy in wanted:
-        matching = runs[(runs["tags.model"] == model) & (precision_of(runs) == policy)]
-        if not matching.empty:
-            run = tracking.client().get_run(best_per_model(matching).iloc[0]["run_id"])
-            models[f"{model} ({policy})"] = package_run(run, f"cnn-bench-{model}-{policy}")
-    return models
-
-
-def _describe_served(models: dict[str, str]) -> str:
-    import bentoml
-
-    lines = []
-    for label, tag in models.items():
-        card = ModelCard.from_dict(bentoml.models.get(tag).info.metadata)
-        lines.append(
-            f"- {label}: `{tag}`, run `{card.run_id}`, test accuracy {card.test_accuracy:.4f}"
-        )
-    return "\n".join(lines)
+    card = ModelCard.from_dict(bentoml.models.get(tag).info.metadata)
+    return (
+        f"- champion ({card.architecture}, {card.precision}): `{tag}`, run `{card.run_id}`, "
+        f"test accuracy {card.test_accuracy:.4f}"
+    )
 
 
 def _tidy(df: pd.DataFrame) -> pd.DataFrame:
@@ -221,11 +190,6 @@ def render(raw: dict) -> str:
     memory = pd.DataFrame(serve["memory"]).T
 
     fmt = lambda df: _tidy(df).to_markdown(index=False)  # noqa: E731
-    batcher_text = (
-        "in the eager batcher (`serving/batching.py`)"
-        if serve.get("batcher") == "eager"
-        else "in BentoML's adaptive (CORK) dispatcher"
-    )
     after_load = "".join(
         f"\n{module.render(raw[key])}"
         for key, module in (
@@ -253,7 +217,8 @@ def render(raw: dict) -> str:
     )
     return f"""# Benchmarks
 
-Generated by `make bench` (raw figures: `benchmarks.json`); do not edit by hand. Training
+Generated by `make bench` (`make bench WHAT=list` names the parts; raw figures:
+`benchmarks.json`); do not edit by hand. Training
 measured on {raw["date"]}, serving on {raw.get("serving_date", raw["date"])}; every ratio
 compares figures from the same run.
 
@@ -289,18 +254,19 @@ measured in a separate process.{bf16_note} GFLOP/s counts {
 Served models:
 {raw["served"]}
 
-Each model is served by `bentoml serve` with one worker process, which decodes and validates
+The champion is served by `bentoml serve` with one worker process, which decodes and validates
 requests and holds the model: on 2 cores a second worker would only contend with the first and
-with wrk for the same cores (each worker also holds its own copy of the model). `batched`
-merges concurrent requests into one model call {batcher_text},
-`unbatched` calls the model once per request. Each concurrency runs the five endpoints in
-turn, {serving.REPEATS} times. `vs no-op` is requests/s over the no-op endpoint's, same server,
-same concurrency: the HTTP ceiling. `classify` requests are multipart uploads of Fashion-MNIST
-PNGs; `array x64` sends the same 64 images decoded, as JSON arrays, to `/classify_array`, and
-`npy x64` sends them as one uint8 NumPy `.npy` file to `/classify_npy`.
-wrk corrects its latency percentiles for coordinated omission: a request that stalls also
-counts for the requests its connection would have sent meanwhile, so even a rare stall shows
-in p95 and p99.
+with wrk for the same cores. `batched` is the shipped service, which merges concurrent requests
+into one model call in the eager batcher (`serving/batching.py`); `unbatched` is the
+`unbatched` variant (bench/variants.py), one model call per request. Each concurrency runs
+the endpoints and both paths in turn, {serving.REPEATS} times, each server idle while another
+is measured. `vs no-op` is requests/s over those of the no-op endpoint at the same
+concurrency, served by the `noop` variant: the shipped service with one endpoint more, the
+HTTP path's own ceiling. `classify` requests are multipart uploads of Fashion-MNIST PNGs;
+`array x64` sends the same 64 images decoded, as JSON arrays, to `/classify_array`, and
+`npy x64` sends them as one uint8 NumPy `.npy` file to `/classify_npy`. wrk corrects its
+latency percentiles for coordinated omission: a request that stalls also counts for the
+requests its connection would have sent meanwhile, so even a rare stall shows in p95 and p99.
 
 Against the issue's aims (batched path; peaks over both paths and all concurrencies):
 
@@ -374,98 +340,139 @@ def _serving_summary(s: pd.DataFrame) -> pd.DataFrame:
 RAW = paths.DOCS_DIR / "benchmarks.json"
 
 
-#: Each measures some sections again and keeps the others' figures.
-PARTIAL_FLAGS = frozenset(
-    {
-        "--serving",
-        "--training",
-        "--zoo",
-        "--soak",
-        "--faults",
-        "--views",
-        "--model-call",
-        "--history",
+@dataclass(frozen=True)
+class Part:
+    """One part of `make bench`: what it measures, about how long it takes on 2 cores, and
+    the function that measures it (given the date and the machine) into raw figures."""
+
+    what: str
+    minutes: int
+    measure: Callable[[str, dict, float], dict]
+
+
+def _training(today: str, machine: dict, peak: float) -> dict:
+    return {
+        "date": today,
+        "machine": machine,
+        "peak": peak,
+        "training": training_rows(),
+        "augment_in_graph": True,
     }
-)
-FLAGS = PARTIAL_FLAGS | {"--render"}
 
 
-def main() -> None:
-    """Measure and write the raw figures and the document.
+def _zoo(today: str, machine: dict, peak: float) -> dict:
+    return {"zoo_training": zoo_rows(), "zoo_date": today, "zoo_machine": machine, "zoo_peak": peak}
 
-    `--render` re-renders the JSON; `--serving` measures serving again (throughput, the model
-    call by thread pools, latency after load, the serving choices side by side, MLflow's server
-    as a peer) and keeps the training figures (about 70 minutes on 2 cores); `--training` does
-    the reverse; `--zoo` measures only the zoo loop's augmentation and batch norm (about 10
-    minutes); `--soak` only the
-    10-minute soak; `--faults` only the decode floods and the killed worker (about 5 minutes);
-    `--views` only the serving choices side by side (about 35 minutes); `--model-call` only
-    the model call by thread pools (about 5 minutes); `--history` only the latency after
-    load (about 16 minutes). Anything else stops with the usage.
-    """
-    unknown = [arg for arg in sys.argv[1:] if arg not in FLAGS]
+
+def _serving(today: str, machine: dict, peak: float) -> dict:
+    """The serving goals: throughput against the no-op, latency after bursts, MLflow's server,
+    and the soak, all on the champion."""
+    tag = champion_tag()
+    return {
+        "serving": {**serving.run(tag, "champion"), "batcher": "eager"},
+        "history": {"rows": history.run(tag), "date": today},
+        "peer": peer.run(tag),
+        "soak": {**soak.run(tag), "machine": machine},
+        "serving_date": today,
+        "serving_machine": machine,
+        "serving_peak": peak,
+        "served": _describe_served(tag),
+    }
+
+
+PARTS: dict[str, Part] = {
+    "training": Part(
+        "training images/s of each zoo model: Keras on arrays, the tf.data loop, XLA, bf16, "
+        "augmentation and determinism",
+        60,
+        _training,
+    ),
+    "zoo": Part(
+        "the zoo's loop: in-graph augmentation and fused batch norm against what they replaced",
+        10,
+        _zoo,
+    ),
+    "serving": Part(
+        "the serving goals on the champion: requests/s against the no-op variant and the "
+        "unbatched one, latency after bursts (eager against CORK, each beside an untouched "
+        "server), MLflow's scoring server on the same model, and a 10-minute soak",
+        40,
+        _serving,
+    ),
+    "model-call": Part(
+        "the model call alone: thread pools, the traced graph against predict_on_batch, "
+        "folded batch norm against fused and Keras' own",
+        5,
+        lambda today, machine, peak: {"model_call": model_call.run(champion_tag())},
+    ),
+    "views": Part(
+        "serving choices side by side: each SERVING_VIEWS, asyncio's event loop, tracing on, "
+        "and the defaults again as a control",
+        15,
+        lambda today, machine, peak: {
+            "views": {**views.run(champion_tag()), "date": today, "peak": peak}
+        },
+    ),
+    "faults": Part(
+        "health checks during floods of large images (decoding in a process against on the "
+        "event loop), and a worker killed mid-burst",
+        6,
+        lambda today, machine, peak: {
+            "faults": {**faults.run(champion_tag()), "machine": machine, "date": today}
+        },
+    ),
+}
+
+
+def listing() -> str:
+    """What `make bench WHAT=list` prints."""
+    lines = ["make bench WHAT=PART[,PART...] measures those parts again and keeps the rest:", ""]
+    lines += [f"  {name:<11} ~{part.minutes:>3} min  {part.what}" for name, part in PARTS.items()]
+    total = sum(part.minutes for part in PARTS.values())
+    lines += [
+        "",
+        f"  {'all':<11} ~{total:>3} min  every part",
+        f"  {'render':<11}    0 min  docs/BENCHMARKS.md again from docs/benchmarks.json",
+        f"  {'list':<11}    0 min  this list",
+    ]
+    return "\n".join(lines)
+
+
+def chosen(args: list[str]) -> list[str]:
+    """The part names in `args` (words or comma lists), in PARTS' order; SystemExit in one
+    line for an unknown one."""
+    names = [name for arg in args for name in arg.split(",") if name]
+    if names in ([], ["all"]):
+        return list(PARTS)
+    unknown = [name for name in names if name not in PARTS]
     if unknown:
         raise SystemExit(
-            f"bench.run: unknown {' '.join(unknown)}; use no flag (everything) or any of "
-            f"{' '.join(sorted(FLAGS))}"
+            f"bench: unknown part {', '.join(unknown)}; choose from "
+            f"{', '.join(PARTS)}, all, render or list (make bench WHAT=list)"
         )
-    if "--render" in sys.argv:
-        raw = json.loads(RAW.read_text())
-    else:
-        machine = describe_machine()
-        peak = matmul_peak_gflops()
+    return [name for name in PARTS if name in names]
+
+
+def main(args: list[str]) -> None:
+    if args in (["list"], ["help"]):
+        print(listing())
+        return
+    raw = json.loads(RAW.read_text()) if RAW.exists() else {}
+    if args != ["render"]:
+        parts = chosen(args)
+        machine, peak = describe_machine(), matmul_peak_gflops()
         print(f"machine: {machine}, matmul peak {peak:.0f} GFLOP/s", flush=True)
         today = datetime.date.today().isoformat()
-        partial = PARTIAL_FLAGS & set(sys.argv)
-        if partial:
-            raw = json.loads(RAW.read_text())
-            # Each section is measured whole and names its own machine; ratios never cross them.
-        if not (PARTIAL_FLAGS - {"--training"}) & set(sys.argv):
-            raw = {
-                **(raw if partial else {}),
-                "date": today,
-                "machine": machine,
-                "peak": peak,
-                "training": training_rows(),
-                "augment_in_graph": True,
-            }
-        if not partial or {"--zoo", "--training"} & set(sys.argv):
-            raw |= {
-                "zoo_training": zoo_rows(),
-                "zoo_date": today,
-                "zoo_machine": machine,
-                "zoo_peak": peak,
-            }
-        if not partial or "--serving" in sys.argv:
-            models = served_models()
-            champion = next(iter(models.values()))
-            raw |= {
-                "serving": {**serving.run(models), "batcher": "eager"},
-                "model_call": model_call.run(champion),
-                "history": {"rows": history.run(champion), "date": today},
-                "views": {**views.run(champion), "date": today, "peak": peak},
-                "peer": peer.run(champion),
-                "serving_date": today,
-                "serving_machine": machine,
-                "serving_peak": peak,
-                "served": _describe_served(models),
-            }
-        if "--views" in sys.argv:
-            raw |= {"views": {**views.run(champion_tag()), "date": today, "peak": peak}}
-        if "--history" in sys.argv:
-            raw |= {"history": {"rows": history.run(champion_tag()), "date": today}}
-        if "--model-call" in sys.argv:
-            raw |= {"model_call": model_call.run(champion_tag())}
-        if not partial or "--soak" in sys.argv:
-            raw |= {"soak": {**soak.run(champion_tag()), "machine": machine}}
-        if not partial or "--faults" in sys.argv:
-            raw |= {"faults": {**faults.run(champion_tag()), "machine": machine, "date": today}}
-        paths.DOCS_DIR.mkdir(exist_ok=True)
-        RAW.write_text(json.dumps(raw, indent=1))
+        for name in parts:
+            print(f"bench: {name} (about {PARTS[name].minutes} minutes)", flush=True)
+            raw |= PARTS[name].measure(today, machine, peak)
+            # Written after each part, so that an interrupted run keeps what it measured.
+            paths.DOCS_DIR.mkdir(exist_ok=True)
+            RAW.write_text(json.dumps(raw, indent=1))
     out = paths.DOCS_DIR / "BENCHMARKS.md"
     out.write_text(render(raw))
     print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

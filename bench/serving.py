@@ -1,15 +1,15 @@
 """Serving throughput and latency under wrk (a load generator that costs the server little CPU).
 
-Starts `bentoml serve` on 127.0.0.1 for each model given (the champion, and the LeNet the
-issue's orientation figures used), batched (the eager batcher) and unbatched, and drives the
-no-op endpoint (the HTTP ceiling), classify with 1 and with 64 PNG files per request, and the
-same 64 images decoded, as a JSON array and as a NumPy `.npy` file, at several concurrencies.
+Starts `bentoml serve` of the shipped service on 127.0.0.1 for the champion, beside the
+benchmark's variants of it (bench/variants.py): `unbatched` (one model call per request) and
+`noop` (the no-op endpoint, the HTTP path's own ceiling). It drives classify with 1 and with 64
+PNG files per request, and the same 64 images decoded, as a JSON array and as a NumPy `.npy`
+file, at several concurrencies, each server idle while another is measured.
 """
 
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import os
 import shutil
@@ -25,7 +25,7 @@ from PIL import Image
 from bench.processes import ServerProcess
 from pipeline import paths
 
-CONCURRENCY = (1, 8, 32, 64)
+CONCURRENCY = (1, 32, 64)
 DURATION_S = 5
 REPEATS = 3
 
@@ -105,12 +105,15 @@ def _peak_rss_mib(root_pid: int) -> dict[str, float]:
 
 
 class Server(ServerProcess):
-    """`bentoml serve` of the service with `batcher` (serving/settings.py), `model_tag`, and
-    any further settings in `env`."""
+    """`bentoml serve` of the shipped service, or with `variant` of bench/variants.py, serving
+    `model_tag`, with any further settings in `env`."""
 
-    def __init__(self, batcher: str, model_tag: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, model_tag: str, env: dict[str, str] | None = None, variant: str | None = None
+    ) -> None:
+        service = "bench.variants:Variant" if variant else "serving.service:Classifier"
         settings = {
-            "SERVING_BATCHER": batcher,
+            "BENCH_VARIANT": variant or "",
             "SERVING_MODEL": model_tag,
             "BENTOML_DO_NOT_TRACK": "True",
             "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -118,7 +121,7 @@ class Server(ServerProcess):
             **(env or {}),
         }
         bentoml = str(paths.BIN_DIR / "bentoml")
-        command = [bentoml, "serve", "serving.service:Classifier", "--host", "127.0.0.1"]
+        command = [bentoml, "serve", service, "--host", "127.0.0.1"]
         super().__init__([*command, "--port", "{port}"], settings, "/readyz")
 
     def worker(self):
@@ -243,32 +246,39 @@ def load(server_url: str, body: Body, concurrency: int, work: Path, **kwargs) ->
 
 #: The endpoints of the throughput table (array x1 is for the history and peer benchmarks).
 ENDPOINTS = ("no-op", "classify x1", "classify x64", "array x64", "npy x64")
+#: The paths measured: the shipped service, and the variant without merging.
+PATHS = {"batched": None, "unbatched": "unbatched"}
 
 
-def run(models: dict[str, str]) -> dict:
-    """`models`: a label for each BentoML model tag to serve, e.g. {"champion (vgg)": tag}."""
+def run(model_tag: str, label: str) -> dict:
+    """Throughput rows of the champion `model_tag` (shown as `label`): each concurrency, the
+    endpoints and paths in turns for REPEATS rounds, the no-op on its own variant server."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     work = workdir()
     bodies = request_bodies(work)
-    rows, memory = [], {}
-    for (label, tag), batcher in itertools.product(models.items(), ("eager", "none")):
-        path = "batched" if batcher != "none" else "unbatched"
-        server = Server(batcher, tag)
-        try:
-            for concurrency in CONCURRENCY:
-                # Endpoints take turns within each repeat, so drift on a shared machine hits
-                # the no-op ceiling and the classify figures it is compared with alike.
-                runs: dict[str, list[dict]] = {n: [] for n in ENDPOINTS}
-                for _ in range(REPEATS):
-                    for name in ENDPOINTS:
-                        runs[name].append(load(server.url, bodies[name], concurrency, work))
-                for name in ENDPOINTS:
-                    rows.append(
-                        _row(label, path, name, concurrency, bodies[name].images, runs[name])
-                    )
+    servers = {"no-op": Server(model_tag, variant="noop")}
+    try:
+        for path, variant in PATHS.items():
+            servers[path] = Server(model_tag, variant=variant)
+        cases = [("no-op", "no-op")] + [
+            (path, name) for path in PATHS for name in ENDPOINTS if name != "no-op"
+        ]
+        rows = []
+        for concurrency in CONCURRENCY:
+            runs: dict[tuple[str, str], list[dict]] = {case: [] for case in cases}
+            for repeat in range(REPEATS):
+                for server, name in cases if repeat % 2 == 0 else cases[::-1]:
+                    url = servers[server].url
+                    runs[(server, name)].append(load(url, bodies[name], concurrency, work))
+            for (server, name), done in runs.items():
+                for path in PATHS if server == "no-op" else (server,):
+                    rows.append(_row(label, path, name, concurrency, bodies[name].images, done))
                     print(json.dumps(rows[-1]), flush=True)
-            memory[f"{label}, {path}"] = _peak_rss_mib(server.proc.pid)
-        finally:
+        memory = {
+            f"{label}, {name}": _peak_rss_mib(server.proc.pid) for name, server in servers.items()
+        }
+    finally:
+        for server in servers.values():
             server.stop()
     return {"rows": rows, "memory": memory}

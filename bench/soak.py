@@ -21,7 +21,7 @@ CAPACITY_CLIENTS = 32
 def run(model_tag: str) -> dict:
     work = workdir()
     body = request_bodies(work)["classify x1"]
-    server = Server("eager", model_tag)
+    server = Server(model_tag)
     try:
         full = load(server.url, body, CAPACITY_CLIENTS, work, duration_s=5)
         capacity = full["requests"] / (full["duration_us"] / 1e6)

@@ -1,16 +1,12 @@
-"""Serving choices side by side: the champion served as the defaults serve it (every view its
-model averages, batch norm folded, the traced model call, uvloop) against fewer views
-(`SERVING_VIEWS=flip`, `one`), TensorFlow's fused and Keras' own batch norm
-(`SERVING_BATCH_NORM=fused`, `keras`), Keras' `predict_on_batch` (`SERVING_MODEL_CALL=keras`),
-asyncio's event loop, BentoML's request tracing and access log (`SERVING_TRACING=on`,
-`SERVING_ACCESS_LOG=off`), and the defaults again as a control, one server of each per repeat,
-in turns.
+"""Serving choices side by side: the champion served with the defaults (every view its model
+averages, uvloop, tracing off) against each `SERVING_VIEWS` choice that serves fewer views,
+asyncio's event loop, BentoML's tracing on (`SERVING_TRACING=on`), and the defaults again as a
+control, one server of each per repeat, in turns.
 
-Each server answers one PNG at 1 client (fresh), no-op requests at 1 client, then a burst of
-64-image requests (PNG, JSON arrays, then `.npy` files) at 32 clients, then one PNG at 1 client
-again: the latency and throughput aims of
-docs/BENCHMARKS.md, for each choice, with the accuracy the model's run measured for its views
-(from the model card, as `/metadata` reports it).
+Each server answers one PNG at 1 client (fresh), no-op requests at 1 client (on the `noop`
+variant, bench/variants.py, which every arm is served as), then a burst of 64-image requests
+(PNG, JSON arrays, then `.npy` files) at 32 clients, then one PNG at 1 client again, with the
+accuracy the model's run measured for its views (the model card, as `/metadata` reports it).
 
 `python -m bench.views [--repeats N] [ARM ...]` runs the named arms alone beside the defaults
 and the defaults again (every arm when none is named) and prints the table.
@@ -21,6 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pandas as pd
@@ -28,7 +25,10 @@ import pandas as pd
 from bench.history import three_digits
 from bench.serving import Server, load, request_bodies, workdir
 from pipeline.model_card import ModelCard
-from serving import views
+from serving.settings import VIEWS
+
+if TYPE_CHECKING:
+    from serving.model import ServedViews
 
 PROBE_S = 3
 BURST_S = 6
@@ -42,7 +42,7 @@ class Arm:
     its views and their test accuracy, and the event loop its worker must report."""
 
     label: str
-    views: views.ServedViews
+    views: ServedViews  # serving/model.py
     env: dict[str, str] = field(default_factory=dict)
     event_loop: str = "uvloop"
 
@@ -56,13 +56,14 @@ AGAIN = "defaults again"
 
 def arms_for(card: ModelCard, work: Path) -> list[Arm]:
     """The defaults; every `SERVING_VIEWS` choice that serves fewer views of this model; and
-    the defaults with Keras' batch norm, with Keras' model call, and on asyncio's loop
-    (uvloop hidden from uvicorn by a module of that name that fails to import, so it falls
-    back as where it is absent)."""
-    arms = [Arm(DEFAULTS, views.choose("model", card))]
-    for setting in views.CHOICES[1:]:
+    the defaults on asyncio's loop (uvloop hidden from uvicorn by a module of that name that
+    fails to import, so it falls back as where it is absent) and with tracing on."""
+    from serving.model import choose_views  # TensorFlow: not for `make bench WHAT=list`
+
+    arms = [Arm(DEFAULTS, choose_views("model", card))]
+    for setting in VIEWS[1:]:
         try:
-            choice = views.choose(setting, card)
+            choice = choose_views(setting, card)
         except SystemExit:  # `flip` of a model that never averaged it
             continue
         if choice.count not in {a.views.count for a in arms}:
@@ -74,14 +75,10 @@ def arms_for(card: ModelCard, work: Path) -> list[Arm]:
     )
     return [
         *arms,
-        Arm("SERVING_BATCH_NORM=fused", arms[0].views, {"SERVING_BATCH_NORM": "fused"}),
-        Arm("SERVING_BATCH_NORM=keras", arms[0].views, {"SERVING_BATCH_NORM": "keras"}),
-        Arm("SERVING_MODEL_CALL=keras", arms[0].views, {"SERVING_MODEL_CALL": "keras"}),
         Arm("asyncio event loop", arms[0].views, {"PYTHONPATH": str(hidden)}, "asyncio"),
         Arm("SERVING_TRACING=on", arms[0].views, {"SERVING_TRACING": "on"}),
-        Arm("SERVING_ACCESS_LOG=off", arms[0].views, {"SERVING_ACCESS_LOG": "off"}),
         # Last, so that it runs at the other end of each repeat's turns from the defaults.
-        Arm(AGAIN, arms[0].views, {"SERVING_BATCH_NORM": "folded"}),
+        Arm(AGAIN, arms[0].views, {"SERVING_VIEWS": "model"}),
     ]
 
 
@@ -90,17 +87,8 @@ def _check(url: str, arm: Arm) -> dict:
     info = httpx.post(f"{url}/metadata", timeout=30).json()
     assert info["served_views"] == arm.views.count, (arm.label, info["served_views"])
     assert info["event_loop"] == arm.event_loop, (arm.label, info["event_loop"])
-    setting = arm.env.get("SERVING_BATCH_NORM", "folded")
-    layers = (info["folded_batch_norm_layers"], info["fused_batch_norm_layers"])
-    assert (layers == (0, 0)) == (setting == "keras"), (arm.label, info)
-    assert (layers[0] > 0) == (setting == "folded"), (arm.label, info)
-    model_call = arm.env.get("SERVING_MODEL_CALL", "traced")
-    assert info["model_call"] == model_call, (arm.label, info["model_call"])
-    for setting, name, default in (
-        ("SERVING_TRACING", "tracing", "off"),
-        ("SERVING_ACCESS_LOG", "access_log", "on"),
-    ):
-        assert info[name] == arm.env.get(setting, default), (arm.label, name, info[name])
+    tracing = arm.env.get("SERVING_TRACING", "off")
+    assert info["tracing"] == tracing, (arm.label, info["tracing"])
     return info
 
 
@@ -124,7 +112,7 @@ def run(model_tag: str, only: frozenset[str] = frozenset(), repeats: int = REPEA
     rows: list[dict] = []
     for repeat in range(repeats):
         for arm in arms if repeat % 2 == 0 else arms[::-1]:
-            server = Server("eager", model_tag, arm.env)
+            server = Server(model_tag, arm.env, variant="noop")
             row = {"served": arm.label, "views": arm.views.count, "repeat": repeat}
             try:
                 info = _check(server.url, arm)
@@ -195,67 +183,22 @@ RATIOS = {
 
 def render(raw: dict) -> str:
     table = summary(raw)
-    measured = (
-        f" Measured {raw['date']}, float32 matrix-multiply peak {raw['peak']:.0f} GFLOP/s."
-        if "date" in raw
-        else ""
-    )
-    traced = any(r["served"] == "SERVING_MODEL_CALL=keras" for r in raw["rows"])
-    call = (
-        " with Keras' `predict_on_batch` in place of the traced model call"
-        " (`SERVING_MODEL_CALL=keras`, serving/forward.py);"
-        if traced
-        else ""
-    )
-    traced_default = "the model's graph traced once, " if traced else ""
-    checked = ", model call" if traced else ""
-    title = "batch norm, model call, event loop" if traced else "batch norm, event loop"
-    observed = any(r["served"] == "SERVING_TRACING=on" for r in raw["rows"])
-    if observed:
-        title += ", tracing, access log"
-    observability = (
-        " with BentoML's OpenTelemetry spans (`SERVING_TRACING=on`, off by default) and without"
-        " its access log (`SERVING_ACCESS_LOG=off`), serving/observability.py;"
-        if observed
-        else ""
-    )
-    no_op = " no-op requests at 1 client," if observed else ""
-    folded = any(r["served"] == "SERVING_BATCH_NORM=fused" for r in raw["rows"])
-    default_bn = (
-        "batch norm folded into the layer before it"
-        if folded
-        else "batch norm in TensorFlow's fused kernel"
-    )
-    other_bn = (
-        "with batch norm in TensorFlow's fused kernel (`SERVING_BATCH_NORM=fused`) and in Keras'"
-        " own ops (`SERVING_BATCH_NORM=keras`), serving/batch_norm.py;"
-        if folded
-        else "with Keras' own batch norm (`SERVING_BATCH_NORM=keras`, serving/batch_norm.py);"
-    )
-    layers_checked = "folded and fused layers" if folded else "fused layers"
-    npy_files = ", as JSON arrays and as `.npy` files" if observed else " and then as JSON arrays"
     repeats = raw.get("repeats", REPEATS)
-    again = (
-        f" `{AGAIN}` is the defaults once more, with `SERVING_BATCH_NORM=folded` given"
-        " explicitly, last in each repeat's turns: its ratios are what the host's drift and an"
-        " arm's place in the turns alone do."
-        if any(r["served"] == AGAIN for r in raw["rows"])
-        else ""
-    )
-    return f"""## Serving choices side by side: test-time views, {title}
+    return f"""## Serving choices side by side
 
-`bench/views.py` (`make bench-views`). The champion, `{raw["model_tag"]}`, served by one worker
-with the eager batcher: as the defaults serve it (every view the model averages,
-{default_bn}, {traced_default}uvicorn on uvloop); with each `SERVING_VIEWS`
-choice that changes its passes per image (serving/views.py); {other_bn}{call}{observability}
-and on asyncio's event loop (uvloop hidden from the worker). Each server's /metadata is checked
-for its views, {layers_checked}{checked}{", tracing, access log" if observed else ""} and event
-loop before it is measured. {repeats} repeats, the arms in turns, a fresh server for each. Per
-server: one PNG at 1 client for {PROBE_S} s (`fresh`),{no_op} {BURST_S} s of 64-image requests
-at {BURST_CLIENTS} clients as PNG uploads{npy_files}, and one PNG at 1 client again. Figures are
-medians over the repeats; `/ defaults` is the median of each repeat's figure over the same
-repeat's figure with the defaults. "test accuracy" is what the model's run measured with those
-views (the model card; blank where the run did not measure it).{measured}{again}
+`bench/views.py` (`make bench WHAT=views`, measured {raw.get("date", "")}). The champion,
+`{raw["model_tag"]}`, served by one worker with the eager batcher: as the defaults serve it
+(every view the model averages, batch norm folded, the traced model call, uvloop, tracing
+off) and with each arm's one change, checked against the worker's `/metadata` before it is
+measured. `{AGAIN}` is the defaults once more, last in each repeat's turns: its ratios are
+what the host's drift and an arm's place in the turns alone do. {repeats} repeats, the arms
+in turns, a fresh server for each. Per server: one PNG at 1 client for {PROBE_S} s (`fresh`),
+no-op requests at 1 client, {BURST_S} s of 64-image requests at {BURST_CLIENTS} clients as PNG
+uploads, JSON arrays and `.npy` files, and one PNG at 1 client again. Figures are medians over
+the repeats; `/ defaults` is the median of each repeat's figure over the same repeat's figure
+with the defaults. "test accuracy" is what the model's run measured with those views (blank
+where the run did not measure it). Arms of earlier runs that are no longer choices of the
+service (its batch-norm and model-call variants) stay in the table until the next run.
 
 {three_digits(table).to_markdown(index=False)}
 """

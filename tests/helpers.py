@@ -1,16 +1,10 @@
-"""Helpers the tests share (and the benchmarks reuse): loopback servers, tools, small inputs."""
+"""Helpers the tests share: tools, small inputs, and the benchmarks' loopback helpers."""
 
 from __future__ import annotations
 
-import io
-import socket
-import subprocess
-import time
 from pathlib import Path
 
-import httpx
 import numpy as np
-from PIL import Image
 
 from pipeline import paths
 from pipeline.data import DataSpec
@@ -21,10 +15,11 @@ from pipeline.model_card import ModelCard
 SHARED_MODULES = frozenset(
     {
         "pipeline/__init__.py",
+        "pipeline/batch_norm.py",
         "pipeline/model_card.py",
         "pipeline/preprocess.py",
         "pipeline/scoring.py",
-        "pipeline/test_time.py",
+        "pipeline/tta.py",
     }
 )
 #: Where Debian's dataset-fashion-mnist puts the real IDX files.
@@ -34,26 +29,6 @@ FASHION_DIR = paths.SYSTEM_DATASETS / "fashion-mnist"
 def tool(name: str) -> str:
     """A console script of this environment (`pipeline`, `bentoml`, `mlflow`)."""
     return str(paths.BIN_DIR / name)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_ready(url: str, proc: subprocess.Popen, timeout_s: float) -> bool:
-    """Poll `url` until it answers 200; False if the process exits or the time runs out."""
-    deadline = time.time() + timeout_s
-    while proc.poll() is None and time.time() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    return False
 
 
 def quick_overrides(store: Path, *extra: str) -> list[str]:
@@ -69,16 +44,6 @@ def spec_for(shape, classes: int = 10) -> DataSpec:
     """A data spec of any input shape, for building models without a dataset."""
     c = shape[-1]
     return DataSpec("t", shape, tuple(str(i) for i in range(classes)), (0.3,) * c, (0.3,) * c)
-
-
-def large_png() -> bytes:
-    """A 1990 x 1990 RGBA PNG (4 megapixels) that compresses to a few kB: cheap to send,
-    about 0.1 s to decode here."""
-    image = Image.new("RGBA", (1990, 1990), (90, 90, 90, 255))
-    image.paste((200, 200, 200, 128), (500, 500, 1500, 1500))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def garments(count: int, seed: int = 0) -> np.ndarray:
@@ -123,7 +88,7 @@ def nested_batch_norm_model(policy: str = "float32", axis: int = -1):
     """Conv -> BN -> ReLU -> Dense -> BN, inside an outer model as the test-time views nest
     the network, with moving statistics and scales far from the initial ones: what the
     served model's batch norm and model call are checked on (tests/test_batch_norm.py,
-    tests/test_forward.py)."""
+    tests/test_model.py)."""
     import keras
 
     keras.utils.set_random_seed(0)
