@@ -22,7 +22,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 BENTOFILE := $(if $(filter 1,$(GPU)),bentofile.gpu.yaml,bentofile.yaml)
 MODELS_OVERRIDE := $(if $(MODELS),models=[$(MODELS)])
 
-.PHONY: help setup data train ui mlflow-server serve bento containerize base-image container-test bench bench-serving bench-training bench-zoo bench-views bench-model-call bench-history bench-soak bench-faults results test test-fast lint format clean
+.PHONY: help setup data train next ui mlflow-server serve bento containerize base-image container-test bench results config-reference test test-fast lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-13s %s\n", $$1, $$2}'
@@ -50,9 +50,17 @@ data: setup ## Get the dataset (Debian's dataset-fashion-mnist where possible) a
 	fi
 	$(BIN)/pipeline data info --dataset $(DATASET)
 
-train: data ## Train the sweep of PROFILE (quick|default|full) [MODELS=lenet,vgg], register the champion, build the bento
+train: data ## Train the sweep of PROFILE (quick|default|zoo|full) [MODELS=lenet,vgg], register the champion, build the bento
 	$(BIN)/pipeline train --config configs/$(PROFILE).yaml $(MODELS_OVERRIDE)
-	$(MAKE) --no-print-directory bento
+	@$(MAKE) --no-print-directory bento
+	@$(MAKE) --no-print-directory next
+
+next: # What to do after `make train` (its last lines)
+	@printf '%s\n' '' 'Next:' \
+	  '  make ui         the runs, their metrics, plots and models: http://127.0.0.1:5000' \
+	  '  make serve      the champion over HTTP: http://127.0.0.1:$(PORT) (demo page: /ui/)' \
+	  '  curl -F images=@shoe.png http://127.0.0.1:$(PORT)/classify' \
+	  '  make results    docs/RESULTS.md: every model on all the data, beside its target'
 
 ui: setup ## MLflow UI on http://127.0.0.1:5000 over the embedded store
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host 127.0.0.1 --port 5000
@@ -64,8 +72,9 @@ mlflow-server: setup ## A tracking server on http://127.0.0.1:5000: BACKEND=post
 serve: setup ## Serve the champion on http://127.0.0.1:$(PORT)
 	$(BIN)/bentoml serve serving.service:Classifier --host 127.0.0.1 --port $(PORT)
 
-bento: setup ## Build the bento (GPU=1: CUDA image with tensorflow[and-cuda])
-	$(if $(filter 1,$(GPU)),SERVING_GPU=1) $(BIN)/bentoml build -f $(BENTOFILE)
+bento: setup ## Build the bento (GPU=1: CUDA image with tensorflow[and-cuda]) and print its tag
+	@tag=$$($(if $(filter 1,$(GPU)),SERVING_GPU=1) $(BIN)/bentoml build -f $(BENTOFILE) --output tag | tail -n 1) \
+	  && echo "bento: $${tag#__tag__:} (make containerize builds its image)"
 
 containerize: bento ## Build the container image: Docker where an engine runs, else Podman or Buildah (prints the image tag)
 	@deploy/container/containerize.sh $(TAG)
@@ -76,35 +85,14 @@ base-image: ## Build python:3.11-slim from Debian packages into the local image 
 container-test: setup ## Run the built image and check it answers like `bentoml serve` of the same bento, then remove it
 	$(BIN)/python -m deploy.container_test $(TAG)
 
-bench: setup ## Training and serving benchmarks -> docs/BENCHMARKS.md
-	$(BIN)/python -m bench.run
-
-bench-serving: setup ## Serving benchmarks again (throughput, model call, after load, views, MLflow peer), keeping the rest
-	$(BIN)/python -m bench.run --serving
-
-bench-training: setup ## Training benchmarks again, keeping the serving figures -> docs/BENCHMARKS.md
-	$(BIN)/python -m bench.run --training
-
-bench-zoo: setup ## The zoo loop's augmentation and batch-norm benchmark again, keeping the rest
-	$(BIN)/python -m bench.run --zoo
-
-bench-views: setup ## Serving choices side by side (views, batch norm, event loop) again, keeping the rest
-	$(BIN)/python -m bench.run --views
-
-bench-model-call: setup ## The model call by thread pools, traced and batch norm, again, keeping the rest
-	$(BIN)/python -m bench.run --model-call
-
-bench-history: setup ## Latency after load (eager against CORK, each beside an untouched server) again, keeping the rest
-	$(BIN)/python -m bench.run --history
-
-bench-soak: setup ## The 10-minute serving soak again, keeping the rest -> docs/BENCHMARKS.md
-	$(BIN)/python -m bench.run --soak
-
-bench-faults: setup ## Decode floods against /livez and a worker killed mid-burst again, keeping the rest
-	$(BIN)/python -m bench.run --faults
+bench: setup ## Benchmarks -> docs/BENCHMARKS.md: WHAT=list says what each part measures and how long; WHAT=all (default), render, or PART[,PART]
+	$(BIN)/python -m bench.run $(or $(WHAT),all)
 
 results: setup ## Regenerate docs/RESULTS.md from the MLflow runs
 	$(BIN)/pipeline results
+
+config-reference: setup ## Regenerate docs/CONFIG.md from the typed config
+	$(BIN)/pipeline config-reference
 
 test: data ## Run the whole test suite (what CI runs)
 	$(BIN)/pytest

@@ -1,4 +1,8 @@
-"""The `pipeline` command: a thin Typer layer over the pure functions of the package."""
+"""The `pipeline` command: a thin Typer layer over the pure functions of the package.
+
+Each command imports the modules it runs inside its own body: `pipeline --help` and
+`pipeline data info` then start without loading TensorFlow or MLflow, which take seconds.
+"""
 
 from __future__ import annotations
 
@@ -143,10 +147,11 @@ def train(
     """
     from pipeline.config import load_config
 
-    cfg = load_config(config, ctx.args)
     from pipeline.champion import CHAMPION_ALIAS
     from pipeline.selection import promote
     from pipeline.sweep import train as run_sweep
+
+    cfg = load_config(config, ctx.args)
 
     sweep = run_sweep(cfg)
     typer.echo("\n" + sweep.table().to_string(index=False))
@@ -251,6 +256,15 @@ def results(
     from pipeline.results import write_results
 
     typer.echo(f"wrote {write_results(load_config(config).tracking)}")
+
+
+@app.command("config-reference")
+@one_line_errors
+def config_reference() -> None:
+    """Write docs/CONFIG.md, every configuration key, from the typed config itself."""
+    from pipeline.config_reference import write
+
+    typer.echo(f"wrote {write()}")
 
 
 if __name__ == "__main__":

@@ -231,3 +231,18 @@ def test_loading_every_profile_imports_no_tensorflow():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_the_configuration_reference_is_generated_from_the_config_and_current():
+    """docs/CONFIG.md is what `pipeline config-reference` writes today: every key is in it."""
+    import dataclasses
+
+    from pipeline.config import Config
+    from pipeline.config_reference import reference
+
+    text = reference()
+    assert (paths.DOCS_DIR / "CONFIG.md").read_text() == text, "run pipeline config-reference"
+    for section in ("data", "augment", "model", "train", "tracking"):
+        for field in dataclasses.fields(getattr(Config(), section)):
+            assert f"| `{section}.{field.name}` |" in text
+    assert "| `model_options.vgg.preset` | `str` | `small` |" in text
