@@ -145,9 +145,8 @@ def train(
 
     Extra arguments are key=value overrides, e.g. `train.epochs=3 models=[lenet]`.
     """
-    from pipeline.config import load_config
-
     from pipeline.champion import CHAMPION_ALIAS
+    from pipeline.config import load_config
     from pipeline.selection import promote
     from pipeline.sweep import train as run_sweep
 

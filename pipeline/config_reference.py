@@ -91,7 +91,8 @@ def reference() -> str:
         section = hints[field.name]
         if dataclasses.is_dataclass(section):
             doc = (section.__doc__ or "").strip().splitlines()[0]
-            sections += ["", f"## `{field.name}`: {doc}", "", _table(_rows(section, f"{field.name}."))]
+            rows = _rows(section, f"{field.name}.")
+            sections += ["", f"## `{field.name}`: {doc}", "", _table(rows)]
     sections += [
         "",
         "## `model_options.<model>`: each architecture's own options",

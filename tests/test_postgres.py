@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from bench.processes import free_port, wait_until_ready
 from pipeline import paths
 from pipeline.champion import ORDER_BY
 from pipeline.config import TrackingConfig
 from pipeline.selection import promote
-from tests.helpers import free_port, tool, wait_until_ready
+from tests.helpers import tool
 
 pytestmark = pytest.mark.slow
 PIPELINE = tool("pipeline")

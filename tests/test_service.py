@@ -22,15 +22,10 @@ import pytest
 import yaml
 from PIL import Image
 
+from bench.health_probe import large_png
+from bench.processes import free_port, wait_until_ready
 from pipeline import paths
-from tests.helpers import (
-    SHARED_MODULES,
-    free_port,
-    large_png,
-    quick_overrides,
-    tool,
-    wait_until_ready,
-)
+from tests.helpers import SHARED_MODULES, quick_overrides, tool
 
 pytestmark = pytest.mark.slow
 BENTOML = tool("bentoml")

@@ -16,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from bench.processes import free_port, wait_until_ready
 from pipeline import paths, tracking
 from pipeline.champion import CHAMPION_ALIAS
 from pipeline.config import load_config
@@ -34,7 +35,7 @@ from pipeline.tta import (
     is_flip_averaged,
     views_of,
 )
-from tests.helpers import free_port, quick_overrides, tool, wait_until_ready
+from tests.helpers import quick_overrides, tool
 
 pytestmark = pytest.mark.slow
 PIPELINE = tool("pipeline")
