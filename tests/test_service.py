@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -1099,27 +1100,23 @@ def answer_labels() -> set[str]:
     return set(BUILT_IN["fashion_mnist"].class_names)
 
 
+def _make(target: str) -> subprocess.CompletedProcess:
+    """`make -s TARGET` in the project, as a user runs it (the test BentoML store)."""
+    command = ["make", "--no-print-directory", "-s", target]
+    return subprocess.run(
+        command, cwd=paths.PROJECT_ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
 def test_make_bento_prints_its_tag_and_make_next_what_to_do(sweep):
     """The end of `make train`: the bento's tag in the project's words, not BentoML's banner,
     then the next steps."""
-    built = subprocess.run(
-        ["make", "--no-print-directory", "-s", "bento"],
-        cwd=paths.PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    built = _make("bento")
     assert built.returncode == 0, built.stderr[-2000:]
     (line,) = built.stdout.strip().splitlines()
     assert re.fullmatch(r"bento: cnn_classifier:\w+ \(make containerize builds its image\)", line)
     assert "BentoCloud" not in built.stdout + built.stderr
-    following = subprocess.run(
-        ["make", "--no-print-directory", "-s", "next"],
-        cwd=paths.PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
+    following = _make("next").stdout
     for step in ("make ui", "make serve", "curl -F images=@shoe.png", "make results"):
         assert step in following
 
@@ -1132,6 +1129,7 @@ def test_bento_and_dockerfile(bento):
     assert "ENTRYPOINT" in dockerfile and "entrypoint.sh" in dockerfile
     requirements = (path / "env" / "python" / "requirements.txt").read_text()
     assert "tensorflow==2.21.0" in requirements and "keras==3.15.1" in requirements
+    assert not re.search(r"^(matplotlib|mlflow|scikit-learn)==", requirements, re.M)
     assert project_modules_missing_from(path / "src", "serving/service.py") == set()
     # Serving ships no training code: of pipeline/, only the modules shared with training.
     shipped = {str(p.relative_to(path / "src")) for p in (path / "src" / "pipeline").glob("*.py")}
@@ -1139,12 +1137,22 @@ def test_bento_and_dockerfile(bento):
 
 
 def test_the_bento_service_loads_without_mlflow_scikit_learn_or_training_modules(bento):
-    """The bento's own copy of the service, imported from its folder alone: what it loads."""
+    """The bento's own copy of the service and of the model loader its workers import, from
+    its folder alone, with MLflow, scikit-learn and matplotlib made unimportable (as in the
+    bento's image, whose requirements lack them; Keras imports the latter two where they are
+    installed): both import, and reach only the shared modules of pipeline/."""
     _, path = bento
-    probe = (
-        "import sys; import serving.service, serving.model; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('mlflow', 'sklearn', 'pipeline', 'matplotlib')))"
+    probe = textwrap.dedent(
+        """
+        import importlib.abc, sys
+        class Absent(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] in ("mlflow", "sklearn", "matplotlib"):
+                    raise ImportError(f"{name} is not in the bento")
+        sys.meta_path.insert(0, Absent())
+        import serving.service, serving.model
+        print(sorted(m for m in sys.modules if m.split(".")[0] == "pipeline"))
+        """
     )
     proc = subprocess.run(
         [sys.executable, "-c", probe],
