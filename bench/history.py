@@ -35,7 +35,7 @@ BURSTS = (
 BURST_S = 6
 PROBE_S = 3
 IDLE_S = 10
-REPEATS = 2
+REPEATS = 3
 #: Each batcher, and the variant of bench/variants.py that serves it (None: the shipped one).
 BATCHERS = {"eager": None, "cork": "cork"}
 #: What a probe sends, one client at a time.
@@ -55,12 +55,17 @@ def first_answer_ms(server_url: str, body) -> float:
 
 
 def _probe(servers: dict[str, Server], bodies, work, **labels) -> list[dict]:
-    """The lone request on the burst server, then each probe on every server in turn: one row
-    each, with `labels` (batcher, repeat, phase)."""
+    """The lone request on the burst server, then each probe on every server in turn (the
+    burst server first in even repeats, the untouched one first in odd ones, so that neither
+    always gets the moment right after a burst): one row each, with `labels` (batcher,
+    repeat, phase)."""
     first = first_answer_ms(servers["bursted"].url, bodies[PROBES[0]])
+    order = list(servers.items())
+    if labels["repeat"] % 2:
+        order.reverse()
     rows = []
     for name in PROBES:
-        for role, server in servers.items():
+        for role, server in order:
             r = load(server.url, bodies[name], 1, work, duration_s=PROBE_S)
             rows.append(
                 {

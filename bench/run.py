@@ -396,8 +396,16 @@ PARTS: dict[str, Part] = {
         "the serving goals on the champion: requests/s against the no-op variant and the "
         "unbatched one, latency after bursts (eager against CORK, each beside an untouched "
         "server), MLflow's scoring server on the same model, and a 10-minute soak",
-        40,
+        45,
         _serving,
+    ),
+    "history": Part(
+        "latency after bursts alone (also part of serving): eager against CORK, each beside "
+        "an untouched server",
+        14,
+        lambda today, machine, peak: {
+            "history": {"rows": history.run(champion_tag()), "date": today}
+        },
     ),
     "model-call": Part(
         "the model call alone: thread pools, the traced graph against predict_on_batch, "

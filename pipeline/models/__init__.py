@@ -5,7 +5,7 @@ section's fields plus its own, each checked in `__post_init__`), and
 `build(x, num_classes, options) -> logits`. The configuration builds every model's `Options`
 when it loads, so a bad option stops the run before any data is read. The modules import
 Keras inside their functions, so that loading a configuration imports no TensorFlow (which
-takes about 20 s on a slow machine).
+takes seconds).
 """
 
 from __future__ import annotations
