@@ -197,8 +197,7 @@ no-op requests at 1 client, {BURST_S} s of 64-image requests at {BURST_CLIENTS} 
 uploads, JSON arrays and `.npy` files, and one PNG at 1 client again. Figures are medians over
 the repeats; `/ defaults` is the median of each repeat's figure over the same repeat's figure
 with the defaults. "test accuracy" is what the model's run measured with those views (blank
-where the run did not measure it). Arms of earlier runs that are no longer choices of the
-service (its batch-norm and model-call variants) stay in the table until the next run.
+where the run did not measure it).
 
 {three_digits(table).to_markdown(index=False)}
 """
