@@ -364,13 +364,17 @@ def _zoo(today: str, machine: dict, peak: float) -> dict:
     return {"zoo_training": zoo_rows(), "zoo_date": today, "zoo_machine": machine, "zoo_peak": peak}
 
 
+def _history(today: str, machine: dict, peak: float) -> dict:
+    return {"history": {"rows": history.run(champion_tag()), "date": today}}
+
+
 def _serving(today: str, machine: dict, peak: float) -> dict:
     """The serving goals: throughput against the no-op, latency after bursts, MLflow's server,
     and the soak, all on the champion."""
     tag = champion_tag()
     return {
         "serving": {**serving.run(tag, "champion"), "batcher": "eager"},
-        "history": {"rows": history.run(tag), "date": today},
+        **_history(today, machine, peak),
         "peer": peer.run(tag),
         "soak": {**soak.run(tag), "machine": machine},
         "serving_date": today,
@@ -403,9 +407,7 @@ PARTS: dict[str, Part] = {
         "latency after bursts alone (also part of serving): eager against CORK, each beside "
         "an untouched server",
         14,
-        lambda today, machine, peak: {
-            "history": {"rows": history.run(champion_tag()), "date": today}
-        },
+        _history,
     ),
     "model-call": Part(
         "the model call alone: thread pools, the traced graph against predict_on_batch, "

@@ -129,10 +129,6 @@ class ModelInfo(BaseModel):
     event_loop: str = ""
 
 
-def _on_off(value: bool) -> str:
-    return "on" if value else "off"
-
-
 class ClassifierService:
     """Validates and decodes inputs, runs the Keras model (batched), returns top-k labels."""
 
@@ -164,7 +160,7 @@ class ClassifierService:
             folded_batch_norm_layers=served.batch_norm.folded,
             fused_batch_norm_layers=served.batch_norm.fused,
             max_batch_size=SETTINGS.max_batch_size,
-            tracing=_on_off(SETTINGS.tracing),
+            tracing="on" if SETTINGS.tracing else "off",
             served_views=served.views.count,
             served_test_accuracy=served.views.test_accuracy,
             **card.to_dict(),
