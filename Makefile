@@ -12,12 +12,17 @@ PROFILE ?= default
 MODELS ?=
 DATASET ?= fashion_mnist
 GPU ?= 0
+# The Keras backend of every stage: tensorflow (the default here) or jax (docs/TRAINING.md).
+BACKEND ?=
 PORT ?= 3000
 TAG ?= cnn_classifier:latest
 
 export BENTOML_HOME ?= $(CURDIR)/bentoml_home
 export BENTOML_DO_NOT_TRACK := True
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+ifneq ($(BACKEND),)
+export KERAS_BACKEND := $(BACKEND)
+endif
 
 BENTOFILE := $(if $(filter 1,$(GPU)),bentofile.gpu.yaml,bentofile.yaml)
 MODELS_OVERRIDE := $(if $(MODELS),models=[$(MODELS)])
@@ -34,14 +39,16 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	@touch $@
 
-# GPU=1 adds the CUDA wheels of tensorflow[and-cuda], pinned in serving/requirements-gpu.txt
-# (compiled against requirements.lock, so nothing else changes version; tests/test_locks.py).
-GPU_STAMP := $(VENV)/.installed-gpu
-$(GPU_STAMP): $(STAMP) serving/requirements-gpu.txt
-	$(BIN)/uv pip install -q --python $(BIN)/python -r serving/requirements-gpu.txt
+# GPU=1 adds NVIDIA's CUDA wheels: those of tensorflow[and-cuda] (serving/requirements-gpu.txt),
+# or with BACKEND=jax those of jax[cuda12] (serving/requirements-gpu-jax.txt). Both are compiled
+# against requirements.lock, so nothing else changes version (tests/test_locks.py).
+GPU_REQUIREMENTS := serving/requirements-gpu$(if $(filter jax,$(BACKEND)),-jax).txt
+GPU_STAMP := $(VENV)/.installed-gpu$(if $(filter jax,$(BACKEND)),-jax)
+$(GPU_STAMP): $(STAMP) $(GPU_REQUIREMENTS)
+	$(BIN)/uv pip install -q --python $(BIN)/python -r $(GPU_REQUIREMENTS)
 	@touch $@
 
-setup: $(STAMP) $(if $(filter 1,$(GPU)),$(GPU_STAMP)) ## Build .venv from requirements.lock (GPU=1: plus the CUDA libraries, for training on a GPU)
+setup: $(STAMP) $(if $(filter 1,$(GPU)),$(GPU_STAMP)) ## Build .venv from requirements.lock (GPU=1: plus the CUDA libraries; BACKEND=jax: JAX's)
 
 data: setup ## Get the dataset (Debian's dataset-fashion-mnist where possible) and print its summary
 	@if [ "$(DATASET)" = fashion_mnist ] && [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] \
@@ -50,7 +57,7 @@ data: setup ## Get the dataset (Debian's dataset-fashion-mnist where possible) a
 	fi
 	$(BIN)/pipeline data info --dataset $(DATASET)
 
-train: data ## Train the sweep of PROFILE (quick|default|zoo|full) [MODELS=lenet,vgg], register the champion, build the bento
+train: data ## Train the sweep of PROFILE (quick|default|zoo|full|gpu) [MODELS=lenet,vgg] [BACKEND=jax], register the champion, build the bento
 	$(BIN)/pipeline train --config configs/$(PROFILE).yaml $(MODELS_OVERRIDE)
 	@$(MAKE) --no-print-directory bento
 	@$(MAKE) --no-print-directory next
@@ -69,10 +76,10 @@ mlflow-server: setup ## A tracking server on http://127.0.0.1:5000: BACKEND=post
 	$(BIN)/mlflow server --backend-store-uri "$${BACKEND:-sqlite:///$(CURDIR)/mlflow.db}" \
 	  --artifacts-destination "$${ARTIFACTS:-$(CURDIR)/mlartifacts}" --host 127.0.0.1 --port 5000
 
-serve: setup ## Serve the champion on http://127.0.0.1:$(PORT)
+serve: setup ## Serve the champion on http://127.0.0.1:$(PORT) [BACKEND=jax]
 	$(BIN)/bentoml serve serving.service:Classifier --host 127.0.0.1 --port $(PORT)
 
-bento: setup ## Build the bento (GPU=1: CUDA image with tensorflow[and-cuda]) and print its tag
+bento: setup ## Build the bento (GPU=1: JAX with its CUDA wheels, for one GPU) and print its tag
 	@tag=$$($(if $(filter 1,$(GPU)),SERVING_GPU=1) $(BIN)/bentoml build -f $(BENTOFILE) --output tag | tail -n 1) \
 	  && echo "bento: $${tag#__tag__:} (make containerize builds its image)"
 

@@ -1,5 +1,5 @@
-"""Batch normalisation in fewer, faster TensorFlow kernels: fused while training, folded or
-fused at inference. One module, used by `pipeline train` and by the service.
+"""Batch normalisation in fewer, faster kernels: fused while training, folded or fused at
+inference. One module, used by `pipeline train` and by the service.
 
 Keras 3's `BatchNormalization` computes the statistics and the normalisation with separate
 ops, each a pass over memory (and under `mixed_bfloat16` casts around them).
@@ -7,13 +7,14 @@ ops, each a pass over memory (and under `mixed_bfloat16` casts around them).
 - **Training** (`fused_batch_norm()`, `train.fused_batch_norm`): within the block, the
   training-mode computation of every 4-D batch norm is TensorFlow's `FusedBatchNormV3`, one
   kernel each way; Keras' own method is back on exit. The moving statistics are updated
-  exactly as Keras does (biased batch variance, the layer's momentum).
+  exactly as Keras does (biased batch variance, the layer's momentum). TensorFlow only:
+  under JAX, XLA fuses the batch norm's ops itself, and the block changes nothing.
 - **Inference** (`prepare_for_inference()`, what the service runs): at inference a batch norm
   is an affine map per channel, `x * scale + shift`. Where it directly follows a `Conv2D` or
   `Dense` layer whose output nothing else reads, that map is folded into the layer's weights
   (kernel * scale, and a bias), and TensorFlow's oneDNN rewrite runs the convolution, its bias
-  and the ReLU after it as one kernel. Any other batch norm gets the fused kernel at
-  inference (`fuse()`).
+  and the ReLU after it as one kernel (under JAX, XLA fuses the same). Any other batch norm
+  gets the fused kernel at inference (`fuse()`), under TensorFlow only.
 
 Only these layer instances' methods change (or, while training, the class's within the
 block): classes, variables and saved form stay as they are, so a trained model is a plain
@@ -33,7 +34,6 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 # --- training ---------------------------------------------------------------------------------
 
@@ -58,6 +58,8 @@ def _fused_training_call(self, inputs, training=None, mask=None):
 
     if not _training_fusable(self, inputs, training, mask):
         return _KERAS_CALL(self, inputs, training=training, mask=mask)
+    import tensorflow as tf
+
     x = tf.cast(inputs, "float32")  # B, H, W, C: statistics in float32, as Keras does
     channels = x.shape[-1]
     gamma = tf.cast(self.gamma, "float32") if self.scale else tf.ones([channels])
@@ -83,8 +85,9 @@ def _fused_training_call(self, inputs, training=None, mask=None):
 
 @contextlib.contextmanager
 def fused_batch_norm(enabled: bool = True) -> Iterator[None]:
-    """Within the block, training-mode batch norm uses TensorFlow's fused kernel."""
-    if not enabled:
+    """Within the block, training-mode batch norm uses TensorFlow's fused kernel (under
+    TensorFlow; under another backend the block changes nothing)."""
+    if not enabled or keras.backend.backend() != "tensorflow":
         yield
         return
 
@@ -122,6 +125,8 @@ def _fused_inference_call(self, inputs, training=None, mask=None):
     if training or mask is not None or self.axis not in (-1, len(inputs.shape) - 1):
         keras_call = keras.layers.BatchNormalization.call
         return keras_call(self, inputs, training=training, mask=mask)
+    import tensorflow as tf
+
     x = tf.cast(inputs, self.compute_dtype)  # B, H, W, C, or B, C after a Dense layer
     channels = x.shape[-1]
     flat = len(x.shape) != 4
@@ -220,17 +225,28 @@ def _folded_weights(layer, bn) -> tuple:
         shift = shift + np.asarray(bn.beta, np.float64)
     kernel = np.asarray(layer.kernel, np.float64) * scale  # output channels are the last axis
     dtype = layer.compute_dtype
-    return tf.constant(kernel, dtype), tf.constant(np.broadcast_to(shift, scale.shape), dtype)
+    shift = np.broadcast_to(shift, scale.shape)
+    return keras.ops.convert_to_tensor(kernel, dtype), keras.ops.convert_to_tensor(shift, dtype)
+
+
+def _add_bias(x, bias):
+    """x + bias over the last axis: TensorFlow's BiasAdd, the op its oneDNN rewrite fuses with
+    the convolution and the ReLU after it; a plain add elsewhere, which XLA fuses."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.nn.bias_add(x, bias)
+    return keras.ops.add(x, bias)
 
 
 def _folded_conv_call(self, inputs, kernel, bias, training=None):
 
-    return tf.nn.bias_add(self.convolution_op(tf.cast(inputs, kernel.dtype), kernel), bias)
+    return _add_bias(self.convolution_op(keras.ops.cast(inputs, kernel.dtype), kernel), bias)
 
 
 def _folded_dense_call(self, inputs, kernel, bias, training=None):
 
-    return tf.nn.bias_add(keras.ops.matmul(tf.cast(inputs, kernel.dtype), kernel), bias)
+    return _add_bias(keras.ops.matmul(keras.ops.cast(inputs, kernel.dtype), kernel), bias)
 
 
 def _folded_away_call(self, inputs, training=None, mask=None):

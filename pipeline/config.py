@@ -23,8 +23,9 @@ from pipeline.precision import PRECISIONS
 from pipeline.tta import Views
 from pipeline.typed import build_dataclass, check
 
-#: train.strategy values (pipeline/distribution.py).
-STRATEGIES = ("none", "mirrored")
+#: train.distribution values (pipeline/distribution.py): `mirrored` is TensorFlow's
+#: MirroredStrategy, `data_parallel` Keras' DataParallel on JAX.
+DISTRIBUTIONS = ("none", "mirrored", "data_parallel")
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 #: The sections a `per_model` entry may change. Data and tracking are the sweep's; a model's
@@ -179,25 +180,39 @@ class TrainConfig:
     early_stopping_patience: int = 5
     #: Seed of the split, the shuffle, the initial weights and the augmentation.
     seed: int = 42
-    #: Compile the train step with XLA.
+    #: Compile the train step with XLA (TensorFlow; under JAX every step is XLA).
     jit_compile: bool = False
+    #: Training steps per compiled program (Keras' `steps_per_execution`): fewer round trips
+    #: to the device per step for a longer compile. Pays on a GPU, not on a CPU.
+    steps_per_execution: int = 1
     #: Training-mode batch norm in TensorFlow's fused kernel (pipeline/batch_norm.py);
-    #: false keeps Keras' own ops, which the benchmark compares it with.
+    #: false keeps Keras' own ops, which the benchmark compares it with. Left out under JAX.
     fused_batch_norm: bool = True
     #: Keras dtype policy: float32, mixed_bfloat16, mixed_float16, or auto (bf16 where the GPU
     #: or CPU computes in it; see pipeline/precision.py). The served model keeps it.
     precision: str = "float32"
-    #: Make TensorFlow ops and the random augmentation inside tf.data repeatable run to run.
+    #: Make the ops repeatable run to run (TensorFlow's op determinism; XLA's flag for GPU
+    #: kernels under JAX).
     deterministic: bool = True
-    #: `mirrored`: tf.distribute.MirroredStrategy over every GPU (pipeline/distribution.py);
-    #: without a GPU, over `cpu_devices` logical CPU devices, which checks the path but does
-    #: not train faster. `none`: one device.
-    strategy: str = "none"
+    #: `mirrored` (TensorFlow): tf.distribute.MirroredStrategy over every GPU, or without one
+    #: over `cpu_devices` logical CPU devices, which checks the path but does not train
+    #: faster. `data_parallel` (JAX): keras.distribution.DataParallel over every local
+    #: device. `none`: one device. pipeline/distribution.py.
+    distribution: str = "none"
     #: Logical CPU devices for `mirrored` on a machine without a GPU.
     cpu_devices: int = 2
 
     def __post_init__(self) -> None:
-        check(self.strategy in STRATEGIES, "train.strategy", f"must be one of {STRATEGIES}")
+        check(
+            self.distribution in DISTRIBUTIONS,
+            "train.distribution",
+            f"must be one of {DISTRIBUTIONS}",
+        )
+        check(
+            1 <= self.steps_per_execution <= 1024,
+            "train.steps_per_execution",
+            "must be in [1, 1024]",
+        )
         check(2 <= self.cpu_devices <= 64, "train.cpu_devices", "must be in [2, 64]")
         check(1 <= self.epochs <= 10_000, "train.epochs", "must be in [1, 10000]")
         check(1 <= self.batch_size <= 4096, "train.batch_size", "must be in [1, 4096]")

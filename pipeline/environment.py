@@ -3,15 +3,31 @@ tags, `precision: auto` (pipeline/precision.py) and the benchmarks; imports no M
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import subprocess
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from pipeline import paths
 
-#: Packages whose versions are logged with each run and pinned in the logged model.
-TRACKED_PACKAGES = ("tensorflow", "keras", "mlflow", "numpy", "scikit-learn", "pandas")
+#: Packages whose versions are logged with each run and pinned in the logged model, besides
+#: the running backend's own (`BACKEND_PACKAGES`).
+TRACKED_PACKAGES = ("keras", "mlflow", "numpy", "scikit-learn", "pandas")
+#: The packages of each Keras backend.
+BACKEND_PACKAGES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib")}
+
+
+def installed_versions() -> dict[str, str]:
+    """{package: version} of the running backend's packages and `TRACKED_PACKAGES`, those
+    installed: what a run ran with, not all that the machine holds."""
+    import keras
+
+    found = {}
+    for package in (*BACKEND_PACKAGES.get(keras.backend.backend(), ()), *TRACKED_PACKAGES):
+        with contextlib.suppress(PackageNotFoundError):
+            found[package] = version(package)
+    return found
 
 
 def cpuinfo_field(key: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
@@ -26,7 +42,21 @@ def cpuinfo_field(key: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None
 
 
 def first_gpu_details() -> dict | None:
-    """TensorFlow's details of the first GPU it sees (name, compute capability), or None."""
+    """The first GPU the running Keras backend sees: its name and compute capability (a
+    tuple), or None."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        if not gpus:
+            return None
+        capability = getattr(gpus[0], "compute_capability", "0.0")  # "9.0" on an H200
+        return {
+            "device_name": gpus[0].device_kind,
+            "compute_capability": tuple(int(part) for part in str(capability).split(".")),
+        }
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -56,7 +86,7 @@ def cpu_model() -> str:
 
 
 def gpu_name() -> str | None:
-    """The first GPU TensorFlow sees, or None."""
+    """The first GPU the backend sees, or None."""
     details = first_gpu_details()
     return details["device_name"] if details else None
 
@@ -69,7 +99,7 @@ def device_name() -> str:
 def environment_tags() -> dict[str, str]:
     """Tags for an MLflow run: package versions, device, Python and the git commit."""
     return {
-        **{f"version.{p}": version(p) for p in TRACKED_PACKAGES},
+        **{f"version.{p}": v for p, v in installed_versions().items()},
         "device": device_name(),
         "python": platform.python_version(),
         "mlflow.source.git.commit": git_commit(),

@@ -57,6 +57,9 @@ class ModelCard:
     #: model also averages shifts. None where the run did not measure it.
     test_accuracy_one_view: float | None = None
     test_accuracy_flip_only: float | None = None
+    #: The Keras backend the run trained on. The `.keras` file is backend-neutral: either
+    #: backend serves it (tests/test_jax_backend.py). Older cards: TensorFlow, the only one.
+    backend: str = "tensorflow"
 
     def __post_init__(self) -> None:
         if len(self.input_shape) != 3 or not all(v > 0 for v in self.input_shape):

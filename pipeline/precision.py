@@ -27,7 +27,7 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
 
 
 def gpu_compute_capability() -> tuple[int, int] | None:
-    """The compute capability of the first GPU TensorFlow sees, or None without one."""
+    """The compute capability of the first GPU the backend sees, or None without one."""
     details = first_gpu_details()
     if details is None:
         return None

@@ -162,6 +162,7 @@ def package_run(
         test_macro_f1=float(metrics["test_macro_f1"]),
         test_accuracy_one_view=metrics.get(ONE_VIEW_METRIC),
         test_accuracy_flip_only=metrics.get(FLIP_ONLY_METRIC),
+        backend=run.data.tags.get("backend", "tensorflow"),
     )
     with tempfile.TemporaryDirectory(prefix="package-") as files:
         _shipped_artifacts(run_id, Path(files))

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-import tensorflow as tf
 
 from pipeline import paths, tracking
+from pipeline.backend import make_deterministic
 from pipeline.callbacks import SweepPosition
 from pipeline.config import Config, sweep_key
 from pipeline.data import load_splits
@@ -56,7 +56,7 @@ def train(config: Config) -> SweepResult:
 
 def _train_locked(config: Config, key: str) -> SweepResult:
     if config.train.deterministic:
-        tf.config.experimental.enable_op_determinism()
+        make_deterministic()
     splits = load_splits(config.data, config.train.seed)
     experiment_id = tracking.setup(config.tracking)
     client = tracking.client()

@@ -14,7 +14,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 
 import keras
@@ -22,11 +21,12 @@ import mlflow
 import numpy as np
 
 from pipeline import checkpoints, paths, tracking, training
+from pipeline.backend import training_choices
 from pipeline.callbacks import ProgressLine, SweepPosition
 from pipeline.config import Config
 from pipeline.data import Splits
 from pipeline.describe import describe, render, totals
-from pipeline.environment import TRACKED_PACKAGES, environment_tags
+from pipeline.environment import environment_tags, installed_versions
 from pipeline.evaluate import predict_logits, report
 from pipeline.evaluation_artifacts import write_evaluation
 from pipeline.scoring import softmax
@@ -115,7 +115,7 @@ def _log_model(model: keras.Model, splits: Splits, config: Config) -> str:
         model,
         name="model",
         signature=signature,
-        pip_requirements=[f"{p}=={version(p)}" for p in TRACKED_PACKAGES],
+        pip_requirements=[f"{p}=={v}" for p, v in installed_versions().items()],
         metadata={
             "data_spec": splits.spec.to_dict(),
             "data_config": json.loads(json.dumps(config.flat(), default=str)),
@@ -162,13 +162,21 @@ def train_model(
         run_id = run.info.run_id
         previous_val_losses = tracking.metric_history(run_id, "val_loss")
         if resume_run_id is None:
-            mlflow.set_tags({"model": name, "dataset": splits.spec.name, **environment_tags()})
+            mlflow.set_tags(
+                {
+                    "model": name,
+                    "dataset": splits.spec.name,
+                    "backend": keras.backend.backend(),
+                    **environment_tags(),
+                }
+            )
             mlflow.log_params(
                 {
                     **config.flat(),
                     "model.name": name,
                     "train.precision_resolved": prepared.precision,
                     "train.replicas": prepared.replicas,
+                    **training_choices(config.train),
                 }
             )
             mlflow.log_params({f"describe.{k}": v for k, v in sizes.items()})

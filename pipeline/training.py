@@ -1,10 +1,10 @@
 """The training core: build, compile and fit one zoo model on arrays, with no tracking store.
 
-`prepare` builds the model under its precision and distribution strategy and compiles the
-augmented training graph; `fit` runs Keras' loop with a best-validation checkpoint, early
-stopping and a resumable backup, and returns the per-epoch history. Nothing here imports
-MLflow: the tracked run (pipeline/tracked_run.py), the benchmark (bench/training.py) and the
-fast tests call the same two functions.
+`prepare` builds the model under its precision and placement (pipeline/distribution.py)
+and compiles the augmented training graph; `fit` runs Keras' loop with a best-validation
+checkpoint, early stopping and a resumable backup, and returns the per-epoch history.
+Nothing here imports MLflow: the tracked run (pipeline/tracked_run.py), the benchmark
+(bench/training.py) and the fast tests call the same two functions.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from pipeline import checkpoints
 from pipeline.augment import build_augmenter, with_augmentation
@@ -26,7 +25,7 @@ from pipeline.batch_norm import fused_batch_norm
 from pipeline.callbacks import EpochStats, ResumableEarlyStopping
 from pipeline.config import Config, TrainConfig
 from pipeline.data import Splits
-from pipeline.distribution import even_split, strategy_for
+from pipeline.distribution import Placement, even_split, placement_for
 from pipeline.errors import ConfigError
 from pipeline.models import build_model
 from pipeline.precision import dtype_policy, resolve
@@ -35,7 +34,61 @@ from pipeline.precision import dtype_policy, resolve
 VALIDATION_BATCH = 512
 
 
-AUTOTUNE = tf.data.AUTOTUNE
+class ArrayBatches(keras.utils.PyDataset):
+    """Batches of (float32 pixels in [0, 255], int labels) from arrays in memory, for any
+    backend: what `fit` reads under JAX, where there is no tf.data.
+
+    A training set is shuffled again before each epoch, by a generator seeded with (seed,
+    epoch), so a run repeats exactly, and so does a run resumed at an epoch.
+    """
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        batch_size: int,
+        *,
+        training: bool,
+        seed: int = 0,
+        drop_remainder: bool = False,
+    ) -> None:
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.training, self.seed, self.drop_remainder = training, seed, drop_remainder
+        self.epoch = 0
+        self.order = self._order()
+
+    def _order(self) -> np.ndarray:
+        if not self.training:
+            return np.arange(len(self.y))
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.y))
+
+    def __len__(self) -> int:
+        whole, rest = divmod(len(self.y), self.batch_size)
+        return whole + (1 if rest and not self.drop_remainder else 0)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        return self.x[rows].astype(np.float32), self.y[rows]
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self.order = self._order()
+
+
+def _tf_dataset(x, y, batch_size, *, training, seed, cache, drop_remainder):
+    """The same batches as a tf.data pipeline, TensorFlow's faster input path."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    ds = ds.map(
+        lambda img, label: (tf.cast(img, tf.float32), label), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
 def make_dataset(
@@ -47,19 +100,26 @@ def make_dataset(
     seed: int = 0,
     cache: bool = True,
     drop_remainder: bool = False,
-) -> tf.data.Dataset:
-    """Batches of (float32 pixels in [0, 255], int64 labels).
+):
+    """Batches of (float32 pixels in [0, 255], int64 labels): a tf.data pipeline under
+    TensorFlow, an `ArrayBatches` under any other backend.
 
-    Evaluation datasets are never shuffled, so they are identical on every pass. Scaling and
+    Evaluation batches are never shuffled, so they are identical on every pass. Scaling and
     normalisation happen inside the model, the same for training and serving.
     """
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    ds = ds.map(lambda img, label: (tf.cast(img, tf.float32), label), num_parallel_calls=AUTOTUNE)
-    if cache:
-        ds = ds.cache()
-    if training:
-        ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
+    if keras.backend.backend() == "tensorflow":
+        return _tf_dataset(
+            x,
+            y,
+            batch_size,
+            training=training,
+            seed=seed,
+            cache=cache,
+            drop_remainder=drop_remainder,
+        )
+    return ArrayBatches(
+        x, y, batch_size, training=training, seed=seed, drop_remainder=drop_remainder
+    )
 
 
 def schedule_for(
@@ -119,7 +179,9 @@ def compile_for_training(model: keras.Model, config: Config, steps_per_epoch: in
         optimizer=optimizer_for(config.train, steps_per_epoch),
         loss=loss_for(config.train.label_smoothing),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=config.train.jit_compile,
+        # Under JAX, `False` would run every step op by op: XLA is the JAX trainer's path.
+        jit_compile=config.train.jit_compile or keras.backend.backend() == "jax",
+        steps_per_execution=config.train.steps_per_execution,
     )
     return trainable
 
@@ -135,11 +197,16 @@ class Prepared:
     trainable: keras.Model
     #: The Keras dtype policy the model was built under.
     precision: str
-    replicas: int
+    placement: Placement
     train_images: int
     steps_per_epoch: int
-    train_ds: tf.data.Dataset
-    val_ds: tf.data.Dataset
+    #: tf.data datasets under TensorFlow, `ArrayBatches` under JAX (`make_dataset`).
+    train_ds: object
+    val_ds: object
+
+    @property
+    def replicas(self) -> int:
+        return self.placement.replicas
 
 
 def prepare(name: str, config: Config, splits: Splits) -> Prepared:
@@ -147,19 +214,20 @@ def prepare(name: str, config: Config, splits: Splits) -> Prepared:
     t = config.train
     keras.utils.set_random_seed(t.seed)
     precision = resolve(t.precision)
-    strategy = strategy_for(t)
-    replicas = strategy.num_replicas_in_sync
+    placement = placement_for(t)
+    replicas = placement.replicas
     if t.batch_size % replicas:
         raise ConfigError(
             f"train.batch_size={t.batch_size} must be a multiple of the {replicas} replicas of "
-            "train.strategy=mirrored (an uneven split fails; pipeline/distribution.py)"
+            f"train.distribution={t.distribution} (an uneven split fails; "
+            "pipeline/distribution.py)"
         )
-    # Under MirroredStrategy a short last batch failed in the replicas' convolutions (Keras
-    # 3.15, TF 2.21); the shuffle drops different images each epoch.
+    # Across replicas a short last batch fails (pipeline/distribution.py); the shuffle drops
+    # different images each epoch.
     drop_remainder = replicas > 1
     images = len(splits.y_train)
     steps = images // t.batch_size if drop_remainder else int(np.ceil(images / t.batch_size))
-    with strategy.scope():  # a no-op for train.strategy=none
+    with placement.scope():  # a no-op for train.distribution=none
         with dtype_policy(precision):
             model = build_model(name, splits.spec, config.for_model(name))
         trainable = compile_for_training(model, config, steps)
@@ -177,7 +245,7 @@ def prepare(name: str, config: Config, splits: Splits) -> Prepared:
         splits.x_val[:kept], splits.y_val[:kept], val_batch, training=False, cache=config.data.cache
     )
     return Prepared(
-        name, config, model, trainable, precision, replicas, images, steps, train_ds, val_ds
+        name, config, model, trainable, precision, placement, images, steps, train_ds, val_ds
     )
 
 
@@ -234,8 +302,8 @@ def fit(
         )
     )
     start = time.perf_counter()
-    # The tf.data pipeline already shuffles (seeded); fit's own shuffle does not apply.
-    with fused_batch_norm(t.fused_batch_norm):
+    # The input pipeline already shuffles (seeded); fit's own shuffle does not apply.
+    with prepared.placement.scope(), fused_batch_norm(t.fused_batch_norm):
         history = prepared.trainable.fit(
             prepared.train_ds,
             validation_data=prepared.val_ds,

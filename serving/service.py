@@ -44,8 +44,9 @@ from serving.http.uploads import UploadedFile
 
 SETTINGS = settings_module.load()
 http_layer.install(SETTINGS.header_timeout_s)
-# TensorFlow takes GPU memory as it needs it instead of all of it at start-up.
+# TensorFlow and JAX take GPU memory as they need it instead of most of it at start-up.
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 #: The options every service made of `ClassifierService` (or a variant) is declared with.
@@ -113,13 +114,24 @@ class ModelInfo(BaseModel):
     served_views: int
     served_test_accuracy: float | None
     max_images_per_request: int
-    #: TensorFlow's CPU thread pools as it reports them; 0 is its default (serving/model.py).
+    #: The Keras backend the model was trained on (the model card's), and the one serving it.
+    backend: str
+    served_backend: str
+    #: TensorFlow's CPU thread pools as it reports them; 0 is its default, and what JAX
+    #: reports, which has none (serving/model.py).
     intra_op_threads: int
     inter_op_threads: int
     #: Batch-norm layers folded into the convolution or dense layer before them, and those
     #: computed in TensorFlow's fused inference kernel (pipeline/batch_norm.py).
     folded_batch_norm_layers: int
     fused_batch_norm_layers: int
+    #: JAX: the batch sizes compiled at start-up, to which each model call is padded; empty
+    #: under TensorFlow, whose one traced graph takes any size.
+    compiled_batch_sizes: list[int]
+    #: Programs compiled since start-up: 0 unless a model call met a shape never compiled.
+    compiles_after_start: int
+    #: The backend's speed-ups this server runs without, and why (serving/model.py).
+    left_out: list[str]
     #: The most images in one model call, merged from concurrent requests.
     max_batch_size: int
     #: BentoML's OpenTelemetry spans, `on` or `off` (serving/http/tracing.py).
@@ -141,11 +153,16 @@ class ClassifierService:
 
         card = self.card()
         served = model.load(
-            self.bento_model.path_of("model.keras"), card, views=SETTINGS.views, gpu=SETTINGS.gpu
+            self.bento_model.path_of("model.keras"),
+            card,
+            views=SETTINGS.views,
+            gpu=SETTINGS.gpu,
+            max_batch_size=SETTINGS.max_batch_size,
         )
+        self._served = served
         self._forward = served.forward
         # Warm-up: TensorFlow builds its kernels for each batch shape on first use, so the
-        # first requests are not the slow ones.
+        # first requests are not the slow ones (JAX compiled its sizes in `load`).
         for batch in (1, 8):
             self._probabilities(np.zeros((batch, *card.input_shape), dtype=np.float32))
         self.batcher = self.make_batcher(self._probabilities)
@@ -159,6 +176,10 @@ class ClassifierService:
             inter_op_threads=served.pools.inter_op,
             folded_batch_norm_layers=served.batch_norm.folded,
             fused_batch_norm_layers=served.batch_norm.fused,
+            served_backend=served.backend,
+            compiled_batch_sizes=list(served.batch_sizes),
+            compiles_after_start=0,
+            left_out=list(served.left_out),
             max_batch_size=SETTINGS.max_batch_size,
             tracing="on" if SETTINGS.tracing else "off",
             served_views=served.views.count,
@@ -286,7 +307,12 @@ class ClassifierService:
     async def metadata(self) -> ModelInfo:
         """Which model answers: name, version, run id, classes, input shape, test accuracy."""
         loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
-        return self.info.model_copy(update={"event_loop": loop})
+        return self.info.model_copy(
+            update={
+                "event_loop": loop,
+                "compiles_after_start": self._served.compiles_after_start(),
+            }
+        )
 
 
 def configure(service: bentoml.Service) -> bentoml.Service:

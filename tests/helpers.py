@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +113,43 @@ def nested_batch_norm_model(policy: str = "float32", axis: int = -1):
                 weight.assign(rng.uniform(low, 2.0, weight.shape).astype(np.float32))
     outer_inputs = keras.Input((6, 6, 2))
     return keras.Model(outer_inputs, network(outer_inputs) * 1.0, name="views")
+
+
+def png(array: np.ndarray, fmt: str = "PNG") -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def serving(bento_tag: str, env: dict[str, str], log_path: Path):
+    """`bentoml serve TAG` (a bento, or a service's import path) in its own process group,
+    ready; stopped by pid on the way out."""
+    import pytest
+
+    from bench.processes import free_port, wait_until_ready
+
+    port = free_port()
+    log = open(log_path, "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [tool("bentoml"), "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, **env},
+        cwd=paths.PROJECT_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if not wait_until_ready(f"{url}/readyz", proc, timeout_s=240):
+            pytest.fail("server did not start:\n" + log_path.read_text()[-4000:])
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()

@@ -9,7 +9,6 @@ import io
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -24,21 +23,14 @@ import yaml
 from PIL import Image
 
 from bench.health_probe import large_png
-from bench.processes import free_port, wait_until_ready
 from pipeline import paths
-from tests.helpers import SHARED_MODULES, quick_overrides, tool
+from tests.helpers import SHARED_MODULES, png, quick_overrides, serving, tool
 
 pytestmark = pytest.mark.slow
 BENTOML = tool("bentoml")
 TOKEN = "test-token-4f1c"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
-
-
-def png(array: np.ndarray, fmt: str = "PNG") -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format=fmt)
-    return buffer.getvalue()
 
 
 def build_bento(bentofile: str, env: dict[str, str]) -> tuple[str, Path]:
@@ -68,32 +60,6 @@ def server_tmp(session_dir) -> Path:
     path = session_dir / "server-tmp"
     path.mkdir()
     return path
-
-
-@contextlib.contextmanager
-def serving(bento_tag: str, env: dict[str, str], log_path: Path):
-    """`bentoml serve TAG` in its own process group, ready; stopped by pid on the way out."""
-    port = free_port()
-    log = open(log_path, "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [BENTOML, "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        if not wait_until_ready(f"{url}/readyz", proc, timeout_s=240):
-            pytest.fail("server did not start:\n" + log_path.read_text()[-4000:])
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 #: The test servers' small limits, so that over-limit cases are cheap to send.
@@ -1173,16 +1139,20 @@ def test_the_bento_service_loads_without_mlflow_scikit_learn_or_training_modules
     assert services["cnn_classifier"]["models"][0]["tag"].startswith("cnn-classifier:")
 
 
-def test_gpu_bento_uses_cuda_and_asks_for_a_gpu(sweep):
+def test_gpu_bento_serves_on_jax_with_cuda_wheels_and_asks_for_a_gpu(sweep):
+    """The GPU bento runs Keras on JAX: jax[cuda12] brings CUDA as wheels, so there is no CUDA
+    base image and no TensorFlow in it."""
     _, path = build_bento("bentofile.gpu.yaml", {**os.environ, "SERVING_GPU": "1"})
     dockerfile = (path / "env" / "docker" / "Dockerfile").read_text()
-    assert re.search(r"^FROM nvidia/cuda:12\.6\.3-cudnn-runtime", dockerfile, re.M)
+    assert not re.search(r"^FROM nvidia/cuda", dockerfile, re.M)
     requirements = (path / "env" / "python" / "requirements.txt").read_text()
-    assert "tensorflow==2.21.0" in requirements and "nvidia-cudnn-cu12" in requirements
+    assert "jax-cuda12-plugin==0.10.2" in requirements and "nvidia-cudnn-cu12" in requirements
+    assert "tensorflow" not in requirements
     manifest = yaml.safe_load((path / "bento.yaml").read_text())
     services = {s["name"]: s for s in manifest["services"]}
     assert services["cnn_classifier"]["config"]["resources"] == {"gpu": 1}
-    assert {"name": "SERVING_GPU", "value": "1", "stage": "all"} in manifest["envs"]
+    for name, value in (("SERVING_GPU", "1"), ("KERAS_BACKEND", "jax")):
+        assert {"name": name, "value": value, "stage": "all"} in manifest["envs"]
 
 
 def test_a_killed_worker_is_replaced_and_its_decoding_process_goes_with_it(server, test_images):

@@ -561,13 +561,13 @@ def test_evaluation_batches_split_evenly_across_replicas(examples, batch, replic
 
 
 def test_mirrored_strategy_trains_on_two_logical_cpu_devices(tmp_path):
-    """`train.strategy=mirrored` on a machine without a GPU: the CPU split into 2 logical
+    """`train.distribution=mirrored` on a machine without a GPU: the CPU split into 2 logical
     devices; sizes chosen so that the last training batch and the validation set are odd."""
     args = [
         PIPELINE, "train", "--config", str(paths.CONFIG_DIR / "quick.yaml"),
         *quick_overrides(
             tmp_path, "models=[lenet]", "train.epochs=2", "data.train_limit=1024",
-            "train.strategy=mirrored", "tracking.promote=false",
+            "train.distribution=mirrored", "tracking.promote=false",
         ),
     ]  # fmt: skip
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
