@@ -27,7 +27,7 @@ endif
 BENTOFILE := $(if $(filter 1,$(GPU)),bentofile.gpu.yaml,bentofile.yaml)
 MODELS_OVERRIDE := $(if $(MODELS),models=[$(MODELS)])
 
-.PHONY: help setup data train next ui mlflow-server serve bento containerize base-image container-test bench results config-reference test test-fast lint format clean
+.PHONY: help setup data train next ui mlflow-server serve bento containerize base-image container-test bench gpu-wheels gpu-dry-run results config-reference test test-fast lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-13s %s\n", $$1, $$2}'
@@ -72,8 +72,8 @@ next: # What to do after `make train` (its last lines)
 ui: setup ## MLflow UI on http://127.0.0.1:5000 over the embedded store
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host 127.0.0.1 --port 5000
 
-mlflow-server: setup ## A tracking server on http://127.0.0.1:5000: BACKEND=postgresql://user@host/db (default: the embedded SQLite file), ARTIFACTS=dir
-	$(BIN)/mlflow server --backend-store-uri "$${BACKEND:-sqlite:///$(CURDIR)/mlflow.db}" \
+mlflow-server: setup ## A tracking server on http://127.0.0.1:5000: STORE=postgresql://user@host/db (default: the embedded SQLite file), ARTIFACTS=dir
+	$(BIN)/mlflow server --backend-store-uri "$${STORE:-sqlite:///$(CURDIR)/mlflow.db}" \
 	  --artifacts-destination "$${ARTIFACTS:-$(CURDIR)/mlartifacts}" --host 127.0.0.1 --port 5000
 
 serve: setup ## Serve the champion on http://127.0.0.1:$(PORT) [BACKEND=jax]
@@ -95,8 +95,21 @@ container-test: setup ## Run the built image and check it answers like `bentoml 
 bench: setup ## Benchmarks -> docs/BENCHMARKS.md: WHAT=list says what each part measures and how long; WHAT=all (default), render, or PART[,PART]
 	$(BIN)/python -m bench.run $(or $(WHAT),all)
 
-results: setup ## Regenerate docs/RESULTS.md from the MLflow runs
-	$(BIN)/pipeline results
+# The wheels for Python 3.12 on x86-64 Linux, as the device tool's README says to fetch them.
+PLATFORMS := $(foreach n,1 2014 _2_17 _2_24 _2_26 _2_27 _2_28 _2_31 _2_34,--platform manylinux$(n)_x86_64)
+
+gpu-wheels: setup ## What the GPU proof carries: the wheels of bench/gpu/carried.txt in .whl/, Fashion-MNIST in data/
+	rm -rf .whl && $(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp $(PLATFORMS) -d .whl -r bench/gpu/carried.txt
+	mkdir -p data/fashion-mnist && for f in /usr/share/datasets/fashion-mnist/*.gz; do \
+	  [ -f "$$f" ] && cp -u "$$f" data/fashion-mnist/; done; $(BIN)/pipeline data info >/dev/null
+	@du -sh .whl data/fashion-mnist
+
+gpu-dry-run: gpu-wheels ## The GPU proof (bench/gpu/check.sh) on this CPU, in a clean Python 3.12 holding only what the GPU machine has
+	bench/gpu/dry_run.sh
+
+results: setup ## Regenerate docs/RESULTS.md from the MLflow runs [GPU_RUNS=gpu-runs: with the GPU proof's runs]
+	$(BIN)/pipeline results $(if $(GPU_RUNS),--gpu-runs $(GPU_RUNS))
 
 config-reference: setup ## Regenerate docs/CONFIG.md from the typed config
 	$(BIN)/pipeline config-reference

@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pandas as pd
 
-from bench import faults, history, model_call, peer, serving, soak, views
+from bench import backends, faults, history, model_call, peer, serving, soak, views
 from bench.machine import describe_machine, matmul_peak_gflops
 from bench.processes import measured
 from pipeline import paths
@@ -104,6 +104,104 @@ without batch norm in the zoo, so its last two variants do the same work: their 
         "new augment / none", "new / old augment", "fused BN / Keras BN",
     ]]).to_markdown(index=False)}
 """  # fmt: skip
+
+
+def render_backends(raw: dict) -> str:
+    """TensorFlow against JAX on this machine (bench/backends.py)."""
+    if "backends" not in raw:
+        return ""
+    b = raw["backends"]
+    ratio = backends.ratios(b)
+    t = pd.DataFrame(b["training"]).pivot(index="model", columns="backend")
+    train = pd.DataFrame(
+        {
+            "precision": t[("precision", "tensorflow")],
+            "TF images/s": t[("images_per_s", "tensorflow")],
+            "JAX images/s": t[("images_per_s", "jax")],
+            "JAX / TF": t[("images_per_s", "jax")] / t[("images_per_s", "tensorflow")],
+            "TF first epoch (s)": t[("first_epoch_s", "tensorflow")],
+            "JAX first epoch (s)": t[("first_epoch_s", "jax")],
+            "TF later epochs (s)": t[("later_epoch_s", "tensorflow")],
+            "JAX later epochs (s)": t[("later_epoch_s", "jax")],
+            "TF peak RSS (MiB)": t[("peak_rss_mib", "tensorflow")],
+            "JAX peak RSS (MiB)": t[("peak_rss_mib", "jax")],
+        }
+    ).reindex(list(backends.MODELS))
+    serve = pd.DataFrame(b["serving"])[
+        ["model", "concurrency", "requests_per_s", "p50_ms", "p99_ms", "errors", "worker_rss_mib"]
+    ].rename(columns={"model": "backend"})
+    m = b["machine"]
+    return f"""
+## TensorFlow against JAX on this CPU (measured {b["date"]})
+
+Machine: {m["cores"]} cores, {m["cpu"]}; GPU: {m["gpu"]}. Keras {m.get("keras", "")} on
+TensorFlow and on JAX (`KERAS_BACKEND`, pipeline/backend.py), side by side in one run
+(bench/backends.py).
+
+Training: each model with `configs/zoo.yaml`'s recipe (its width, batch norm, precision,
+batch size and in-graph augmentation) in the loop `make train` runs (`training.prepare` and
+`training.fit`: tf.data under TensorFlow, Keras' PyDataset under JAX), one fresh process per
+backend and model, the two backends in turns and in alternating order; images/s is the median
+of {3} epochs after a first one, whose seconds hold the tracing or XLA compile.
+Median JAX / TF over the models: **{ratio["train median"]:.2f}**.
+
+{_tidy(train.reset_index()).to_markdown(index=False)}
+
+Serving: the champion (the same bento model) served by the shipped service under each
+backend, one PNG per request (`/classify`), wrk for {serving.DURATION_S} s a run, the two
+servers in turns, medians of {backends.REPEATS}. JAX / TF requests/s: {
+        ", ".join(f"{ratio[f'serve {c} clients']:.2f} at {c} client{'s' * (c > 1)}"
+                  for c in backends.CONCURRENCY)
+    }.
+
+{_tidy(serve).to_markdown(index=False)}
+"""  # fmt: skip
+
+
+def imported_gpu_check(today: str, machine: dict, peak: float) -> dict:
+    """The GPU proof's serving figures, from the folder its files were copied to
+    (`GPU_RUNS`, default gpu-runs/): nothing is measured here."""
+    folder = paths.PROJECT_ROOT / os.environ.get("GPU_RUNS", "gpu-runs")
+    files = [folder / name for name in ("serving.json", "summary.json")]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise SystemExit(
+            f"bench: {', '.join(missing)} not found: copy the device proof's files "
+            "(bench/gpu/check.sh) there, or set GPU_RUNS to their folder"
+        )
+    serving_json, summary = (json.loads(f.read_text()) for f in files)
+    return {"gpu_check": {"serving": serving_json, "summary": summary, "imported": today}}
+
+
+def render_gpu(raw: dict) -> str:
+    """The GPU proof's serving figures (bench/gpu/check.py), or why there are none."""
+    if "gpu_check" not in raw:
+        return """
+## On one GPU: the device proof
+
+Not run yet: no GPU has been lent to this project's sessions so far. `bench/gpu/check.sh`
+trains `configs/gpu.yaml` under JAX, serves the champion on the GPU and measures images/s at
+1, 64 and 1,024 images per request; `make bench WHAT=gpu GPU_RUNS=<its files>` puts the
+figures here.
+"""
+    g = raw["gpu_check"]
+    s, summary = g["serving"], g["summary"]
+    rows = pd.DataFrame(s["rows"])
+    return f"""
+## On one GPU: the device proof (imported {g["imported"]})
+
+Machine: {summary["machine"]["nvidia_smi"]}; JAX {summary["machine"]["jax"]}, Python {
+        summary["machine"]["python"]
+    }. The sweep of `configs/gpu.yaml` took {summary.get("sweep_seconds", "?")} s; the champion
+`{s["model"]}` ({s["metadata"]["architecture"]}, {s["metadata"]["precision"]}) was served by
+`bentoml serve` on the GPU under JAX, ready {s["startup_seconds"]} s after its start with
+batch sizes {s["metadata"]["compiled_batch_sizes"]} compiled, {
+        s["compiles_after_start"]
+    } compiles after start; `/classify_npy` from {rows["clients"].iloc[0]} concurrent clients
+(bench/gpu/check.py).
+
+{_tidy(rows).to_markdown(index=False)}
+"""
 
 
 def champion_tag() -> str:
@@ -242,7 +340,7 @@ measured in a separate process.{bf16_note} GFLOP/s counts {
 (forward and backward) for the project loop.
 
 {fmt(train_table)}
-{augment_note}{render_zoo(raw)}
+{augment_note}{render_zoo(raw)}{render_backends(raw)}{render_gpu(raw)}
 ## Serving (wrk on 127.0.0.1, {serving.DURATION_S} s per run, median of {serving.REPEATS})
 
 {_machine_line(raw.get("serving_machine", machine), machine)}{
@@ -384,6 +482,14 @@ def _serving(today: str, machine: dict, peak: float) -> dict:
     }
 
 
+def _backends(today: str, machine: dict, peak: float) -> dict:
+    from importlib.metadata import version
+
+    figures = backends.run(champion_tag())
+    machine = {**machine, "keras": version("keras")}
+    return {"backends": {**figures, "date": today, "machine": machine}}
+
+
 PARTS: dict[str, Part] = {
     "training": Part(
         "training images/s of each zoo model: Keras on arrays, the tf.data loop, XLA, bf16, "
@@ -395,6 +501,18 @@ PARTS: dict[str, Part] = {
         "the zoo's loop: in-graph augmentation and fused batch norm against what they replaced",
         10,
         _zoo,
+    ),
+    "backends": Part(
+        "TensorFlow against JAX: training images/s of each zoo model, and serving requests/s "
+        "at 1 and 32 clients",
+        20,
+        _backends,
+    ),
+    "gpu": Part(
+        "imports the GPU proof's serving figures (bench/gpu/check.sh, run on the lent GPU) "
+        "from GPU_RUNS (default gpu-runs/); measures nothing here",
+        0,
+        imported_gpu_check,
     ),
     "serving": Part(
         "the serving goals on the champion: requests/s against the no-op variant and the "

@@ -22,7 +22,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from pipeline import paths, training
 from pipeline.config import AugmentConfig, Config, DataConfig, load_config
@@ -104,6 +103,8 @@ class EpochTimer(keras.callbacks.Callback):
 
 def measure(name: str, deterministic: bool = False) -> dict:
     if deterministic:
+        import tensorflow as tf
+
         tf.config.experimental.enable_op_determinism()
     splits = _slice(BATCHES[name])
     n, epochs = len(splits.y_train), 1 + REPEATS
@@ -164,6 +165,8 @@ def measure_zoo(name: str) -> dict:
     keras_bn = dataclasses.replace(
         zoo, train=dataclasses.replace(zoo.train, fused_batch_norm=False)
     )
+    import tensorflow as tf
+
     old = keras_layer_augmentation(zoo.augment)
     plain = make_dataset(
         splits.x_train, splits.y_train, zoo.train.batch_size, training=True, seed=0
@@ -206,9 +209,30 @@ def measure_zoo(name: str) -> dict:
     }
 
 
+def measure_backend(name: str) -> dict:
+    """The zoo profile's loop for `name` under the running Keras backend: training images/s
+    (median of the epochs after the first) and the first epoch's seconds, which hold the
+    compile (bench/backends.py runs it once per backend)."""
+    zoo = _epochs(load_config(paths.CONFIG_DIR / "zoo.yaml").for_run(name), 1 + REPEATS)
+    prepared = training.prepare(name, zoo, _slice(ZOO_BATCHES[name]))
+    fitted = training.fit(prepared, verbose=0)
+    rates, seconds = fitted.history["images_per_s"], fitted.history["epoch_seconds"]
+    return {
+        "model": name,
+        "backend": keras.backend.backend(),
+        "precision": prepared.precision,
+        "images_per_s": statistics.median(rates[1:]),
+        "first_epoch_s": seconds[0],
+        "later_epoch_s": statistics.median(seconds[1:]),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
 if __name__ == "__main__":
     model_name = sys.argv[1]
-    if "--zoo" in sys.argv:
+    if "--backend" in sys.argv:
+        figures = measure_backend(model_name)
+    elif "--zoo" in sys.argv:
         figures = measure_zoo(model_name)
     else:
         figures = measure(model_name, "--deterministic" in sys.argv)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from pipeline.config import TrainConfig
+from pipeline.errors import PipelineError
 
 #: The backends this project runs on, in the order `KERAS_BACKEND` is documented.
 BACKENDS = ("tensorflow", "jax")
@@ -29,16 +30,15 @@ def is_tensorflow() -> bool:
     return name() == "tensorflow"
 
 
-def check(backend: str | None = None) -> str:
-    """`backend` (default: the running one) if this project supports it; SystemExit says what
-    to set otherwise."""
-    backend = backend or name()
-    if backend not in BACKENDS:
-        raise SystemExit(
-            f"KERAS_BACKEND={backend} is not supported here: set it to one of "
-            f"{', '.join(BACKENDS)} (or leave it unset for tensorflow)"
+def check_environment(environ=os.environ) -> None:
+    """Stops in one line if `KERAS_BACKEND` names a backend this project does not run on,
+    before Keras is imported (which would fail on the missing package with a traceback)."""
+    chosen = environ.get("KERAS_BACKEND", "").strip()
+    if chosen and chosen not in BACKENDS:
+        raise PipelineError(
+            f"KERAS_BACKEND={chosen} is not a backend this project runs on: set it to one of "
+            f"{', '.join(BACKENDS)}, or leave it unset for tensorflow"
         )
-    return backend
 
 
 def training_choices(train: TrainConfig) -> dict[str, str]:

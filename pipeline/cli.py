@@ -27,6 +27,18 @@ data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 
+@app.callback()
+def _every_command() -> None:
+    """Checks run before any command."""
+    from pipeline.backend import check_environment
+
+    try:
+        check_environment()
+    except PipelineError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def one_line_errors(func):
     """Turn a user error into one line on stderr and exit status 2, never a traceback.
 
@@ -248,13 +260,17 @@ def predict(
 @one_line_errors
 def results(
     config: Annotated[Path | None, typer.Option(help="YAML config (tracking section)")] = None,
+    gpu_runs: Annotated[
+        Path | None,
+        typer.Option(help="The GPU proof's gpu-runs.tar.gz, or the folder it was unpacked in"),
+    ] = None,
 ) -> None:
     """Write docs/RESULTS.md from the runs on all of Fashion-MNIST, beside the published
-    accuracies and the zoo's targets."""
+    accuracies and the zoo's targets (and the GPU proof's runs, with --gpu-runs)."""
     from pipeline.config import load_config
     from pipeline.results import write_results
 
-    typer.echo(f"wrote {write_results(load_config(config).tracking)}")
+    typer.echo(f"wrote {write_results(load_config(config).tracking, gpu_runs=gpu_runs)}")
 
 
 @app.command("config-reference")

@@ -42,6 +42,7 @@ from serving.http.guard import RequestGuard
 from serving.http.tracing import RequestIds, service_config
 from serving.http.uploads import UploadedFile
 
+settings_module.check_keras_backend()
 SETTINGS = settings_module.load()
 http_layer.install(SETTINGS.header_timeout_s)
 # TensorFlow and JAX take GPU memory as they need it instead of most of it at start-up.

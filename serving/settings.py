@@ -85,6 +85,21 @@ def _parse(name: str, raw: str, default):
     return raw
 
 
+#: The Keras backends the service runs on (`KERAS_BACKEND`; SERVICE.md, Backends).
+KERAS_BACKENDS = ("tensorflow", "jax")
+
+
+def check_keras_backend(environ: dict[str, str] | None = None) -> None:
+    """SystemExit in one line for a `KERAS_BACKEND` the service does not run on, before Keras
+    is imported (which would fail on the missing package with a traceback)."""
+    chosen = (os.environ if environ is None else environ).get("KERAS_BACKEND", "").strip()
+    if chosen and chosen not in KERAS_BACKENDS:
+        raise SystemExit(
+            f"KERAS_BACKEND={chosen} is not a backend the service runs on: set it to one of "
+            f"{', '.join(KERAS_BACKENDS)}, or leave it unset for tensorflow"
+        )
+
+
 def load(environ: dict[str, str] | None = None) -> Settings:
     """The settings from `environ` (default: the process environment); unset or empty
     variables keep their defaults."""

@@ -246,3 +246,20 @@ def test_the_configuration_reference_is_generated_from_the_config_and_current():
         for field in dataclasses.fields(getattr(Config(), section)):
             assert f"| `{section}.{field.name}` |" in text
     assert "| `model_options.vgg.preset` | `str` | `small` |" in text
+
+
+@pytest.mark.slow  # a `pipeline` process of its own
+def test_cli_an_unknown_keras_backend_is_one_line(tmp_path):
+    """Keras would fail on the missing package with a traceback; the CLI stops first."""
+    proc = subprocess.run(
+        [tool("pipeline"), "describe", "lenet"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "KERAS_BACKEND": "torch"},
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: KERAS_BACKEND=torch is not a backend this project runs on: set it to one of "
+        "tensorflow, jax, or leave it unset for tensorflow"
+    ]

@@ -96,6 +96,17 @@ def test_the_quick_sweep_trains_and_promotes_under_jax_without_tensorflow(jax_sw
     assert card["backend"] == "jax"
 
 
+def test_predict_and_describe_run_under_jax_without_tensorflow(jax_sweep, fashion, tmp_path):
+    image = tmp_path / "shoe.png"
+    image.write_bytes(png(fashion.x_test[0, ..., 0]))
+    store = {"MLFLOW_TRACKING_URI": f"sqlite:///{jax_sweep['store']}/mlflow.db"}
+    predicted = run([tool("pipeline"), "predict", str(image)], {**JAX, **store})
+    (line,) = [ln for ln in predicted.stdout.splitlines() if ln.startswith(f"{image}: ")]
+    assert len(line.split(", ")) == 3  # the top 3 labels
+    described = run([tool("pipeline"), "describe", "googlenet"], JAX)
+    assert "total multiply-accumulates per image" in described.stdout
+
+
 @pytest.fixture(scope="module")
 def jax_server(jax_sweep, tmp_path_factory):
     """`bentoml serve` of the JAX champion under JAX, TensorFlow blocked in every process."""

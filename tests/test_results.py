@@ -22,16 +22,21 @@ def test_the_report_refuses_runs_on_slices_with_one_line(sweep, tmp_path):
     assert "\n" not in str(err.value) and not (tmp_path / "RESULTS.md").exists()
 
 
-def test_the_report_is_written_from_a_run_on_all_the_data(tmp_path):
-    """One epoch of LeNet on all 54,000 training images, promoted, then the report."""
+def test_the_report_is_written_from_a_run_on_all_the_data(tmp_path, monkeypatch):
+    """One epoch of LeNet on all 54,000 training images, promoted, then the report; in a file
+    store, as the GPU proof keeps one, so that its tarball is read back too."""
+    from bench.gpu.check import pack
+    from pipeline.results import gpu_section
     from pipeline.selection import promote
     from pipeline.sweep import train
 
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     store = tmp_path / "store"
     config = load_config(
         paths.CONFIG_DIR / "quick.yaml",
         quick_overrides(
             store,
+            f"tracking.tracking_uri=file:{store}/mlruns",
             "models=[lenet]",
             "data.train_limit=null",
             "data.test_limit=null",
@@ -69,3 +74,19 @@ def test_the_report_is_written_from_a_run_on_all_the_data(tmp_path):
     assert "### Sweep `sweep-lenet`" in text and sweep.parent_run_id in text
     png = (tmp_path / "docs" / "champion_confusion_matrix.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## On one GPU: the device proof\n\nNot run yet" in text
+
+    # The GPU proof's tarball of the same store: no weights in it, and its rows read back.
+    tarball = tmp_path / "gpu-runs.tar.gz"
+    pack(store / "mlruns", tarball)
+    import tarfile
+
+    with tarfile.open(tarball) as tar:
+        names = tar.getnames()
+    assert not [n for n in names if n.endswith((".keras", ".h5"))], names
+    assert any(n.endswith("confusion_matrix.png") for n in names)
+    gpu = gpu_section(tarball, experiment="results-test")
+    gpu_row = next(line for line in gpu.splitlines() if line.startswith("| lenet"))
+    assert run.run_id in gpu_row and "| tensorflow |" in gpu_row and "0.925" in gpu_row
+    with pytest.raises(PipelineError, match="no mlruns/ folder"):
+        gpu_section(tmp_path / "docs")

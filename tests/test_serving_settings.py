@@ -75,3 +75,13 @@ def test_a_bad_value_stops_with_one_line_naming_the_variable_and_the_value(varia
 def test_tracing_off_excludes_every_url_from_bentoml_tracing():
     assert tracing.service_config(False) == {"tracing": {"excluded_urls": [".*"]}}
     assert tracing.service_config(True) == {}
+
+
+def test_an_unknown_keras_backend_stops_the_service_in_one_line():
+    from serving.settings import check_keras_backend
+
+    for fine in ({}, {"KERAS_BACKEND": "jax"}, {"KERAS_BACKEND": "tensorflow"}):
+        check_keras_backend(fine)
+    with pytest.raises(SystemExit) as stop:
+        check_keras_backend({"KERAS_BACKEND": "torch"})
+    assert "KERAS_BACKEND=torch" in str(stop.value) and "\n" not in str(stop.value)
