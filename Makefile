@@ -12,8 +12,10 @@ PROFILE ?= default
 MODELS ?=
 DATASET ?= fashion_mnist
 GPU ?= 0
-# The Keras backend of every stage: tensorflow (the default here) or jax (docs/TRAINING.md).
-BACKEND ?=
+# The Keras backend of every stage: tensorflow or jax (docs/TRAINING.md). Each profile's default
+# is the faster one where it runs (docs/BENCHMARKS.md, TensorFlow against JAX): TensorFlow on a
+# CPU; JAX for the GPU profile, the backend of the lent GPU machine.
+BACKEND ?= $(if $(filter gpu,$(PROFILE)),jax)
 PORT ?= 3000
 TAG ?= cnn_classifier:latest
 

@@ -155,6 +155,13 @@ servers in turns, medians of {backends.REPEATS}. JAX / TF requests/s: {
     }.
 
 {_tidy(serve).to_markdown(index=False)}
+
+So each profile keeps the faster backend where it runs: TensorFlow for every CPU profile
+(`quick`, `default`, `zoo`, `full`), whose oneDNN kernels and tf.data loop this table puts
+ahead here, and JAX for `gpu` (`make train PROFILE=gpu` sets `BACKEND=jax`), the one backend
+the lent GPU machine has. Which part of the gap is the kernels (XLA's CPU convolutions against
+oneDNN) and which the input path (PyDataset against tf.data) is not separated here; LeNet in
+float32 trails as far as the bf16 models, so it is not bf16 alone.
 """  # fmt: skip
 
 

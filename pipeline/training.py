@@ -39,7 +39,8 @@ class ArrayBatches(keras.utils.PyDataset):
     backend: what `fit` reads under JAX, where there is no tf.data.
 
     A training set is shuffled again before each epoch, by a generator seeded with (seed,
-    epoch), so a run repeats exactly, and so does a run resumed at an epoch.
+    epoch), so a run repeats exactly, and a run resumed at an epoch (`start_at`) sees the
+    order that epoch would have had.
     """
 
     def __init__(
@@ -72,7 +73,11 @@ class ArrayBatches(keras.utils.PyDataset):
         return self.x[rows].astype(np.float32), self.y[rows]
 
     def on_epoch_end(self) -> None:
-        self.epoch += 1
+        self.start_at(self.epoch + 1)
+
+    def start_at(self, epoch: int) -> None:
+        """The next batches are those of `epoch` (counted from 0)."""
+        self.epoch = epoch
         self.order = self._order()
 
 
@@ -277,6 +282,8 @@ def fit(
         with tempfile.TemporaryDirectory(prefix="fit-") as scratch:
             return fit(prepared, callbacks, Path(scratch), previous_val_losses, verbose)
     t = prepared.config.train
+    if isinstance(prepared.train_ds, ArrayBatches):  # resumed: that epoch's order
+        prepared.train_ds.start_at(len(previous_val_losses))
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     best_weights = checkpoint_dir / checkpoints.BEST_WEIGHTS
     previous = list(previous_val_losses)

@@ -205,6 +205,33 @@ def test_training_batches_are_shuffled_and_evaluation_batches_are_not(fashion):
     assert np.array_equal(first, np.concatenate([b[0].numpy() for b in evaluation]))
 
 
+def test_array_batches_reshuffle_each_epoch_repeatably_and_resume_in_order(fashion):
+    """JAX's input pipeline (pipeline/training.py), which any backend can read."""
+    from pipeline.training import ArrayBatches
+
+    x, y = fashion.x_test[:70], fashion.y_test[:70]
+
+    def epoch(batches: ArrayBatches) -> np.ndarray:
+        labels = np.concatenate([batches[i][1] for i in range(len(batches))])
+        batches.on_epoch_end()
+        return labels
+
+    run = ArrayBatches(x, y, 16, training=True, seed=3)
+    assert len(run) == 5 and run[4][0].shape == (6, 28, 28, 1) and run[0][0].dtype == np.float32
+    first, second = epoch(run), epoch(run)
+    assert np.array_equal(np.sort(first), np.sort(y)) and not np.array_equal(first, y)
+    assert not np.array_equal(first, second)
+    again = ArrayBatches(x, y, 16, training=True, seed=3)
+    assert np.array_equal(epoch(again), first)  # the same seed, the same order
+    resumed = ArrayBatches(x, y, 16, training=True, seed=3)
+    resumed.start_at(1)
+    assert np.array_equal(epoch(resumed), second)
+    dropped = ArrayBatches(x, y, 16, training=True, seed=3, drop_remainder=True)
+    assert len(dropped) == 4
+    evaluation = ArrayBatches(x, y, 16, training=False)
+    assert np.array_equal(epoch(evaluation), y) and np.array_equal(epoch(evaluation), y)
+
+
 def test_mnist_reads_idx_files_from_data_folder(tmp_path, monkeypatch):
     (tmp_path / "mnist").mkdir()
     for name in data.IDX_FILES:  # the same IDX format, so real files stand in for MNIST's
