@@ -119,6 +119,11 @@ def render_backends(raw: dict) -> str:
             "TF images/s": t[("images_per_s", "tensorflow")],
             "JAX images/s": t[("images_per_s", "jax")],
             "JAX / TF": t[("images_per_s", "jax")] / t[("images_per_s", "tensorflow")],
+            **{
+                f"{label}: input / arrays": t[("images_per_s", b)] / t[("arrays_images_per_s", b)]
+                for label, b in (("TF", "tensorflow"), ("JAX", "jax"))
+                if ("arrays_images_per_s", b) in t
+            },
             "TF first epoch (s)": t[("first_epoch_s", "tensorflow")],
             "JAX first epoch (s)": t[("first_epoch_s", "jax")],
             "TF later epochs (s)": t[("later_epoch_s", "tensorflow")],
@@ -142,7 +147,9 @@ Training: each model with `configs/zoo.yaml`'s recipe (its width, batch norm, pr
 batch size and in-graph augmentation) in the loop `make train` runs (`training.prepare` and
 `training.fit`: tf.data under TensorFlow, Keras' PyDataset under JAX), one fresh process per
 backend and model, the two backends in turns and in alternating order; images/s is the median
-of {3} epochs after a first one, whose seconds hold the tracing or XLA compile.
+of {3} epochs after a first one, whose seconds hold the tracing or XLA compile. `input /
+arrays` is that loop over the same compiled model fed plain NumPy arrays through Keras' own
+adapter in the same process: near 1, the input path is not where the backends differ.
 Median JAX / TF over the models: **{ratio["train median"]:.2f}**.
 
 {_tidy(train.reset_index()).to_markdown(index=False)}
@@ -159,9 +166,8 @@ servers in turns, medians of {backends.REPEATS}. JAX / TF requests/s: {
 So each profile keeps the faster backend where it runs: TensorFlow for every CPU profile
 (`quick`, `default`, `zoo`, `full`), whose oneDNN kernels and tf.data loop this table puts
 ahead here, and JAX for `gpu` (`make train PROFILE=gpu` sets `BACKEND=jax`), the one backend
-the lent GPU machine has. Which part of the gap is the kernels (XLA's CPU convolutions against
-oneDNN) and which the input path (PyDataset against tf.data) is not separated here; LeNet in
-float32 trails as far as the bf16 models, so it is not bf16 alone.
+the lent GPU machine has. LeNet in float32 trails as far as the bf16 models, so the gap is not
+bf16 alone.
 """  # fmt: skip
 
 

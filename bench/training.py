@@ -214,10 +214,19 @@ def measure_backend(name: str) -> dict:
     (median of the epochs after the first) and the first epoch's seconds, which hold the
     compile (bench/backends.py runs it once per backend)."""
     zoo = _epochs(load_config(paths.CONFIG_DIR / "zoo.yaml").for_run(name), 1 + REPEATS)
-    prepared = training.prepare(name, zoo, _slice(ZOO_BATCHES[name]))
+    splits = _slice(ZOO_BATCHES[name])
+    prepared = training.prepare(name, zoo, splits)
     fitted = training.fit(prepared, verbose=0)
     rates, seconds = fitted.history["images_per_s"], fitted.history["epoch_seconds"]
+    # The same compiled model fed plain arrays through Keras' own adapter: what the input
+    # path (tf.data, or PyDataset under JAX) costs or gains against it.
+    timer = EpochTimer()
+    prepared.trainable.fit(
+        splits.x_train.astype(np.float32), splits.y_train, batch_size=zoo.train.batch_size,
+        epochs=1 + REPEATS, callbacks=[timer], verbose=0,
+    )  # fmt: skip
     return {
+        "arrays_images_per_s": len(splits.y_train) / statistics.median(timer.seconds[1:]),
         "model": name,
         "backend": keras.backend.backend(),
         "precision": prepared.precision,

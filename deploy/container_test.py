@@ -1,7 +1,8 @@
 """`make container-test`: run the bento's image and check that it answers like `bentoml serve`.
 
 Builds the image first if it is missing (`make containerize`). The container and a
-`bentoml serve` of the same bento on the host each get the same real Fashion-MNIST PNGs:
+`bentoml serve` of the same bento on the host, with the environment the image sets (the GPU
+bento's Keras backend), each get the same real Fashion-MNIST PNGs:
 labels and probabilities must agree, and so must the model card and the 400 (with its reason)
 for a PNG cut short. The container is removed at the end, whatever happened.
 """
@@ -37,6 +38,18 @@ def engine() -> list[str]:
         os.environ.setdefault("CONTAINERS_CONF", str(conf))
         return [podman]
     raise SystemExit("container-test: no Docker engine or Podman here (apt-get install podman)")
+
+
+def bento_envs(tag: str) -> dict[str, str]:
+    """The environment the bento's image sets (bentofile `envs`: the GPU bento's
+    KERAS_BACKEND=jax among them), for the reference server on the host to match."""
+    from pathlib import Path
+
+    import yaml
+
+    path = subprocess.check_output([BENTOML, "get", tag, "-o", "path"], text=True).strip()
+    manifest = yaml.safe_load((Path(path) / "bento.yaml").read_text())
+    return {env["name"]: str(env["value"]) for env in manifest.get("envs") or []}
 
 
 def image_of(tag: str) -> str:
@@ -113,7 +126,7 @@ def main(tag: str) -> None:
         container = answers(url, pngs)
         reference = ServerProcess(
             [BENTOML, "serve", tag, "--host", "127.0.0.1", "--port", "{port}"],
-            {"SERVING_API_TOKEN": ""},
+            {**bento_envs(tag), "SERVING_API_TOKEN": ""},
             "/readyz",
         )
         host = answers(reference.url, pngs)

@@ -2,8 +2,9 @@
 # `make containerize`: the bento's image with whichever engine this machine has:
 # `bentoml containerize` with a running Docker engine, else with its Podman (or Buildah) backend,
 # which builds the same generated Dockerfile with the bento and its models as the context. Its
-# base, python:3.11-slim (nvidia/cuda for the GPU bento), is pulled as usual; where no registry
-# can be reached, `make base-image` builds a stand-in first. Prints the image's tag.
+# base, python:3.11-slim (the GPU bento's too: JAX's CUDA libraries are wheels), is pulled as
+# usual; where no registry can be reached, `make base-image` builds a stand-in first. Prints the
+# image's tag.
 set -euo pipefail
 tag=${1:?usage: containerize.sh BENTO_TAG}
 bentoml=${BENTOML:-.venv/bin/bentoml}
