@@ -106,6 +106,24 @@ without batch norm in the zoo, so its last two variants do the same work: their 
 """  # fmt: skip
 
 
+def _input_verdict(train: pd.DataFrame, gap: float) -> str:
+    """What the `input / arrays` columns say, in words, from their figures, against the
+    median JAX / TF ratio `gap`."""
+    columns = [c for c in train if c.endswith("input / arrays")]
+    if not columns:
+        return ""
+    low, high = train[columns].min().min(), train[columns].max().max()
+    span = f"The `input / arrays` ratios span {low:.2f}-{high:.2f} on both backends"
+    if gap < low <= 1 <= high:
+        return (
+            f"{span}, around 1 and far from the {gap:.2f} between the backends: the input path "
+            "is not where they differ. The difference is in the training step itself, which "
+            "each backend compiles to its own kernels (XLA's CPU backend under JAX, oneDNN "
+            "under TensorFlow)."
+        )
+    return f"{span}."
+
+
 def render_backends(raw: dict) -> str:
     """TensorFlow against JAX on this machine (bench/backends.py)."""
     if "backends" not in raw:
@@ -149,8 +167,8 @@ batch size and in-graph augmentation) in the loop `make train` runs (`training.p
 backend and model, the two backends in turns and in alternating order; images/s is the median
 of {3} epochs after a first one, whose seconds hold the tracing or XLA compile. `input /
 arrays` is that loop over the same compiled model fed plain NumPy arrays through Keras' own
-adapter in the same process: near 1, the input path is not where the backends differ.
-Median JAX / TF over the models: **{ratio["train median"]:.2f}**.
+adapter in the same process. Median JAX / TF over the models: **{ratio["train median"]:.2f}**.
+{_input_verdict(train, ratio["train median"])}
 
 {_tidy(train.reset_index()).to_markdown(index=False)}
 
@@ -164,8 +182,8 @@ servers in turns, medians of {backends.REPEATS}. JAX / TF requests/s: {
 {_tidy(serve).to_markdown(index=False)}
 
 So each profile keeps the faster backend where it runs: TensorFlow for every CPU profile
-(`quick`, `default`, `zoo`, `full`), whose oneDNN kernels and tf.data loop this table puts
-ahead here, and JAX for `gpu` (`make train PROFILE=gpu` sets `BACKEND=jax`), the one backend
+(`quick`, `default`, `zoo`, `full`), which this table puts ahead here in training and in
+serving, and JAX for `gpu` (`make train PROFILE=gpu` sets `BACKEND=jax`), the one backend
 the lent GPU machine has. LeNet in float32 trails as far as the bf16 models, so the gap is not
 bf16 alone.
 """  # fmt: skip
