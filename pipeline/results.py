@@ -170,12 +170,16 @@ def _fewer_views(run: pd.Series, metric: str = ONE_VIEW_METRIC) -> float | str:
     return "" if value is None or pd.isna(value) else round(float(value), 4)
 
 
-def table(best: pd.DataFrame) -> pd.DataFrame:
+def table(best: pd.DataFrame, targets: dict[str, float] | None = None) -> pd.DataFrame:
+    """One row per model run in `best`, beside `targets` (default: the zoo's, `PUBLISHED`)."""
     rows = []
     precisions = precision_of(best)
     for index, run in best.iterrows():
         model = run["tags.model"]
         published, target = PUBLISHED.get(model, ("", float("nan")))
+        if targets is not None:
+            target = targets.get(model, float("nan"))
+        backend = run.get("tags.backend")  # runs from before the tag trained on TensorFlow
         accuracy = run["metrics.test_accuracy"]
         rows.append(
             {
@@ -188,6 +192,7 @@ def table(best: pd.DataFrame) -> pd.DataFrame:
                 "epochs": int(run["metrics.epochs_trained"]),
                 "wall time (s)": round(run["metrics.train_wall_seconds"]),
                 "device": run["tags.device"],
+                "backend": backend if isinstance(backend, str) else "tensorflow",
                 "precision": precisions[index],
                 "recipe": recipe(run),
                 "published": published,
@@ -234,28 +239,10 @@ def gpu_section(runs: Path, experiment: str = GPU_EXPERIMENT) -> str:
             mlflow.set_tracking_uri(previous)
     if frame.empty:
         raise PipelineError(f"{runs}: no finished runs on all of Fashion-MNIST in '{experiment}'")
-    best = best_per_model(frame)
-    rows = []
-    for _, run in best.iterrows():
-        model = run["tags.model"]
-        accuracy = run["metrics.test_accuracy"]
-        target = GPU_TARGETS.get(model, float("nan"))
-        rows.append(
-            {
-                "model": model,
-                "test accuracy": round(accuracy, 4),
-                "one view": _fewer_views(run),
-                "target": target,
-                "meets target": "yes" if accuracy >= target else "no",
-                "epochs": int(run["metrics.epochs_trained"]),
-                "fit time (s)": round(run["metrics.train_wall_seconds"]),
-                "device": run["tags.device"],
-                "backend": run.get("tags.backend") or "tensorflow",
-                "precision": precision_of(best)[run.name],
-                "run": run["run_id"],
-            }
-        )
-    return pd.DataFrame(rows).to_markdown(index=False)
+    rows = table(best_per_model(frame), GPU_TARGETS)
+    columns = ["model", "test accuracy", "one view", "target", "meets target", "epochs"]
+    columns += ["wall time (s)", "device", "backend", "precision", "run"]
+    return rows[columns].to_markdown(index=False)
 
 
 def write_results(

@@ -81,21 +81,6 @@ class ArrayBatches(keras.utils.PyDataset):
         self.order = self._order()
 
 
-def _tf_dataset(x, y, batch_size, *, training, seed, cache, drop_remainder):
-    """The same batches as a tf.data pipeline, TensorFlow's faster input path."""
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    ds = ds.map(
-        lambda img, label: (tf.cast(img, tf.float32), label), num_parallel_calls=tf.data.AUTOTUNE
-    )
-    if cache:
-        ds = ds.cache()
-    if training:
-        ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
-
-
 def make_dataset(
     x: np.ndarray,
     y: np.ndarray,
@@ -112,19 +97,21 @@ def make_dataset(
     Evaluation batches are never shuffled, so they are identical on every pass. Scaling and
     normalisation happen inside the model, the same for training and serving.
     """
-    if keras.backend.backend() == "tensorflow":
-        return _tf_dataset(
-            x,
-            y,
-            batch_size,
-            training=training,
-            seed=seed,
-            cache=cache,
-            drop_remainder=drop_remainder,
+    if keras.backend.backend() != "tensorflow":
+        return ArrayBatches(
+            x, y, batch_size, training=training, seed=seed, drop_remainder=drop_remainder
         )
-    return ArrayBatches(
-        x, y, batch_size, training=training, seed=seed, drop_remainder=drop_remainder
+    import tensorflow as tf  # TensorFlow's faster input path
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    ds = ds.map(
+        lambda img, label: (tf.cast(img, tf.float32), label), num_parallel_calls=tf.data.AUTOTUNE
     )
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
 def schedule_for(

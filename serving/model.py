@@ -167,14 +167,17 @@ class Compiled:
         return self._program(*self._state, pixels)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        pixels = np.asarray(pixels, np.float32)  # the dtype compiled for: no retrace
         largest = self.sizes[-1]
         pieces = []
         for start in range(0, len(pixels), largest):
             piece = pixels[start : start + largest]
-            size = next(s for s in self.sizes if s >= len(piece))
-            padded = np.zeros((size, *piece.shape[1:]), np.float32)
-            padded[: len(piece)] = piece
-            pieces.append(np.asarray(self._run(padded))[: len(piece)])
+            count = len(piece)
+            size = next(s for s in self.sizes if s >= count)
+            if size > count:  # padded with blank images, whose answers are dropped
+                blank = np.zeros((size - count, *piece.shape[1:]), piece.dtype)
+                piece = np.concatenate([piece, blank])
+            pieces.append(np.asarray(self._run(piece))[:count])
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 

@@ -161,7 +161,6 @@ class ClassifierService:
             max_batch_size=SETTINGS.max_batch_size,
         )
         self._served = served
-        self._forward = served.forward
         # Warm-up: TensorFlow builds its kernels for each batch shape on first use, so the
         # first requests are not the slow ones (JAX compiled its sizes in `load`).
         for batch in (1, 8):
@@ -228,7 +227,7 @@ class ClassifierService:
 
     def _probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Softmax of the model's logits for a batch (N, H, W, C) of pixels in [0, 255]."""
-        return softmax(self._forward(pixels.astype(np.float32, copy=False)))
+        return softmax(self._served.forward(pixels.astype(np.float32, copy=False)))
 
     async def _predict(self, pixels: np.ndarray) -> np.ndarray:
         if self.batcher is not None:

@@ -63,7 +63,9 @@ def sweep_runs(store) -> list:
 def jax_sweep(tmp_path_factory):
     """The quick sweep trained, evaluated and promoted under JAX, TensorFlow blocked."""
     store = tmp_path_factory.mktemp("jax-sweep")
-    proc = quick_sweep(store, JAX)
+    # Its own name: under the shared one, this champion would become the `latest` that the
+    # service tests' bento packs.
+    proc = quick_sweep(store, JAX, "tracking.registered_model=cnn-jax-test")
     (tag,) = re.findall(r"BentoML (\S+)\s*$", proc.stdout, re.M)
     return {"store": store, "bento_model": tag, "stdout": proc.stdout}
 
@@ -100,7 +102,10 @@ def test_predict_and_describe_run_under_jax_without_tensorflow(jax_sweep, fashio
     image = tmp_path / "shoe.png"
     image.write_bytes(png(fashion.x_test[0, ..., 0]))
     store = {"MLFLOW_TRACKING_URI": f"sqlite:///{jax_sweep['store']}/mlflow.db"}
-    predicted = run([tool("pipeline"), "predict", str(image)], {**JAX, **store})
+    champion = "models:/cnn-jax-test@champion"
+    predicted = run(
+        [tool("pipeline"), "predict", str(image), "--model-uri", champion], {**JAX, **store}
+    )
     (line,) = [ln for ln in predicted.stdout.splitlines() if ln.startswith(f"{image}: ")]
     assert len(line.split(", ")) == 3  # the top 3 labels
     described = run([tool("pipeline"), "describe", "googlenet"], JAX)

@@ -264,7 +264,8 @@ def test_demo_page_in_a_real_browser(server, client, test_images, tmp_path):
         card = browser.find_element(By.ID, "card").text
         info = client.post("/metadata").json()
         assert info["run_id"] in card and info["architecture"] in card
-        assert f"backend\n{info['backend']}" in card or f"backend {info['backend']}" in card
+        backend_row = next(line for line in card.splitlines() if line.startswith("backend"))
+        assert info["backend"] in backend_row and info["served_backend"] in backend_row
         served = f"{100 * info['served_test_accuracy']:.2f}%"
         assert served in browser.find_element(By.ID, "subtitle").text and served in card
 
