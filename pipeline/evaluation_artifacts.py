@@ -2,8 +2,9 @@
 
 The confusion matrix and per-class report (pipeline/evaluate.py), the training curves, the
 misclassified images the model was surest about, its first-layer filters, feature maps of one
-test image, and one example image per class. The tracked run logs the folder as its artifacts;
-packaging ships two of them (`model_card.SHIPPED_ARTIFACTS`) to the demo page.
+test image, one example image per class, and the validation split's reference profile for
+monitoring (pipeline/reference.py). The tracked run logs the folder as its artifacts; packaging
+ships three of them (`model_card.SHIPPED_ARTIFACTS`) beside the served model.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pipeline.evaluate import (
     report,
     write_report_files,
 )
-from pipeline.model_card import EXAMPLES_DIR
+from pipeline.model_card import EXAMPLES_DIR, REFERENCE_FILE
+from pipeline.reference import build_profile
 from pipeline.scoring import softmax
 from pipeline.tta import base_model
 
@@ -114,3 +116,12 @@ def write_evaluation(
     write_visuals(base_model(model), spec, x_test, y_test, probs, out)
     write_examples(spec, x_test, y_test, out / EXAMPLES_DIR)
     return result
+
+
+def write_reference(
+    model: keras.Model, spec: DataSpec, x_val: np.ndarray, y_val: np.ndarray, out: Path
+) -> Path:
+    """The reference profile of the validation split (pipeline/reference.py): what monitoring
+    compares the served images and answers with."""
+    probs = softmax(predict_logits(model, x_val))
+    return build_profile(x_val, y_val, probs, spec.class_names).save(out / REFERENCE_FILE)

@@ -12,11 +12,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-#: Files of a run that packaging copies beside the served model, for the demo page.
+#: Files of a run that packaging copies beside the served model, for the demo page and
+#: for monitoring.
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 #: A folder of held-out images, one `NN.png` per class index.
 EXAMPLES_DIR = "examples"
-SHIPPED_ARTIFACTS = (CONFUSION_MATRIX_FILE, EXAMPLES_DIR)
+#: What the model saw on its validation split, for monitoring (pipeline/reference.py).
+REFERENCE_FILE = "reference_profile.json"
+SHIPPED_ARTIFACTS = (CONFUSION_MATRIX_FILE, EXAMPLES_DIR, REFERENCE_FILE)
 
 
 class ModelCardError(ValueError):

@@ -28,7 +28,7 @@ from pipeline.data import Splits
 from pipeline.describe import describe, render, totals
 from pipeline.environment import environment_tags, installed_versions
 from pipeline.evaluate import predict_logits, report
-from pipeline.evaluation_artifacts import write_evaluation
+from pipeline.evaluation_artifacts import write_evaluation, write_reference
 from pipeline.scoring import softmax
 from pipeline.tta import FLIP_ONLY_METRIC, ONE_VIEW_METRIC, Views, views_averaged
 
@@ -212,6 +212,7 @@ def train_model(
             evaluation = write_evaluation(
                 model, splits.spec, splits.x_test, splits.y_test, history, Path(tmp)
             )
+            write_reference(model, splits.spec, splits.x_val, splits.y_val, Path(tmp))
             mlflow.log_artifacts(tmp)
         mlflow.log_table(evaluation.per_class, "per_class_report.json")
         best_epoch = int(np.argmin(history["val_loss"]))

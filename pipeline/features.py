@@ -1,0 +1,55 @@
+"""What monitoring records of each image and answer, and where, the same way in training and
+serving: the reference profile (pipeline/reference.py) and the served log (serving/monitoring.py)
+must measure one thing, or every comparison of the two is drift.
+
+NumPy only: the service imports this module.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+#: The service's `bentoml.monitor` name: its log is `<log path>/cnn_classifier/data/`.
+MONITOR_NAME = "cnn_classifier"
+
+
+def default_log_path() -> Path:
+    """`$BENTOML_HOME/monitoring`, beside the models the service loads: where it logs by
+    default, and where `pipeline monitor` reads."""
+    return Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml") / "monitoring"
+
+
+#: A pixel counts as near-white at this grey level (0-255, the mean over its channels) or
+#: above: Fashion-MNIST's garments lie on black, a photo or a scan on white.
+NEAR_WHITE = 224
+
+#: The numeric features drift is measured on, in the order reports show them.
+PIXEL_FEATURES = ("pixel_mean", "pixel_std", "near_white")
+ANSWER_FEATURES = ("confidence", "entropy")
+NUMERIC_FEATURES = PIXEL_FEATURES + ANSWER_FEATURES
+
+
+def pixel_features(pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """Per image of (N, H, W, C) model-sized pixels in 0-255: the mean and standard deviation
+    of its values, and the fraction of its pixels that are near-white."""
+    flat = pixels.reshape(len(pixels), -1, pixels.shape[-1]).astype(np.float32)
+    values = flat.reshape(len(pixels), -1)
+    return {
+        "pixel_mean": values.mean(axis=1),
+        "pixel_std": values.std(axis=1),
+        "near_white": (flat.mean(axis=2) >= NEAR_WHITE).mean(axis=1),
+    }
+
+
+def answer_features(probabilities: np.ndarray) -> dict[str, np.ndarray]:
+    """Per row of (N, classes) probabilities: the top-1 class, its probability, and the
+    entropy of the answer in nats (0 when sure, log(classes) when it cannot tell)."""
+    p = np.clip(probabilities.astype(np.float64), 1e-12, 1.0)
+    return {
+        "label": probabilities.argmax(axis=1),
+        "confidence": probabilities.max(axis=1).astype(np.float64),
+        "entropy": -(p * np.log(p)).sum(axis=1),
+    }
