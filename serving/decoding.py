@@ -52,6 +52,17 @@ class DecodeFailure:
 
 
 @dataclass(frozen=True)
+class Source:
+    """What a request's image was before it became model input (serving/monitoring.py logs
+    it): its size and Pillow's mode (`L`, `RGB`, `RGBA`, `P`, `I;16`, ...), or `array` for
+    the array endpoints, whose input is already pixels."""
+
+    width: int
+    height: int
+    mode: str
+
+
+@dataclass(frozen=True)
 class NamedImage:
     """One file of a request: its bytes and the name errors give it (`image 3`, `body`)."""
 
@@ -136,20 +147,22 @@ class Decoder:
         bytes were within the request's size limit: serving/http/guard.py.)"""
         return open_image(file.data, max_pixels=self.max_pixels)
 
-    async def __call__(self, files: list[NamedImage]) -> np.ndarray:
-        """Model input (N, H, W, C) for `files`; raises ImageDecodeError naming the bad file."""
+    async def __call__(self, files: list[NamedImage]) -> tuple[np.ndarray, list[Source]]:
+        """Model input (N, H, W, C) for `files`, and what each file was (for monitoring);
+        raises ImageDecodeError naming the bad file."""
         opened = []
         for file in files:
             try:
                 opened.append(self.open(file))
             except ImageDecodeError as exc:
                 raise _named(exc, file.name) from None
+        sources = [Source(image.width, image.height, image.mode) for image in opened]
         if sum(image.width * image.height for image in opened) <= self.inline_pixels:
-            return self._decode_here(opened, files)
+            return self._decode_here(opened, files), sources
         result = await self._in_process(files)
         if isinstance(result, DecodeFailure):
             raise ImageDecodeError(f"{result.name}: {result.message}", result.status)
-        return result
+        return result, sources
 
     def _decode_here(self, opened: list[Image.Image], files: list[NamedImage]) -> np.ndarray:
         out = []

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
@@ -29,18 +31,20 @@ from bentoml.validators import ContentType
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
-from pipeline.model_card import ModelCard
+from pipeline.model_card import REFERENCE_FILE, ModelCard
 from pipeline.preprocess import ImageDecodeError, ImageShape
 from pipeline.scoring import softmax, top_k
 from serving import arrays, demo
 from serving import http as http_layer
 from serving import settings as settings_module
 from serving.batching import EagerBatcher, Overloaded
-from serving.decoding import Decoder, NamedImage
+from serving.decoding import Decoder, NamedImage, Source
 from serving.heap import freeze_startup_objects
 from serving.http.guard import RequestGuard
 from serving.http.tracing import RequestIds, service_config
 from serving.http.uploads import UploadedFile
+from serving.monitoring import Monitor
+from serving.monitoring import service_options as monitoring_options
 
 settings_module.check_keras_backend()
 SETTINGS = settings_module.load()
@@ -56,6 +60,7 @@ SERVICE_OPTIONS: dict[str, Any] = {
     # On a CPU, TensorFlow uses every core of the worker; a GPU bento asks for one GPU.
     **({"resources": {"gpu": 1}} if SETTINGS.gpu else {}),
     **service_config(SETTINGS.tracing),
+    **monitoring_options(),
     "traffic": {"timeout": 60},
 }
 
@@ -169,6 +174,10 @@ class ClassifierService:
         self.class_names: list[str] = list(card.class_names)
         self.shape = ImageShape.of(card.input_shape)
         self.decoder = self.make_decoder(self.shape)
+        self.monitor = Monitor(
+            str(self.bento_model.tag), self.class_names, self.shape, SETTINGS.pixel_samples
+        )
+        self.reference = self._reference_summary()
         self.info = ModelInfo(
             model_tag=str(self.bento_model.tag),
             max_images_per_request=SETTINGS.max_images,
@@ -210,6 +219,20 @@ class ClassifierService:
 
     # --- helpers -------------------------------------------------------------------------------
 
+    def _reference_summary(self) -> dict[str, Any] | None:
+        """What the live panel shows of the model's reference profile (pipeline/reference.py):
+        the class mix and mean confidence of the model's answers on its validation split;
+        None for a model packaged without one."""
+        path = Path(self.bento_model.path_of(REFERENCE_FILE))
+        if not path.is_file():
+            return None
+        profile = json.loads(path.read_text())
+        confidences = profile["features"]["confidence"]
+        return {
+            **{key: profile[key] for key in ("split", "images", "predicted_prior")},
+            "mean_confidence": sum(confidences) / len(confidences),
+        }
+
     def _check_k(self, k: int) -> int:
         upper = len(self.class_names)
         if not 1 <= k <= upper:
@@ -218,8 +241,9 @@ class ClassifierService:
             )
         return k
 
-    async def _decode(self, files: list[NamedImage]) -> np.ndarray:
-        """(N, H, W, C) model input; an image that cannot be used is a client error."""
+    async def _decode(self, files: list[NamedImage]) -> tuple[np.ndarray, list[Source]]:
+        """(N, H, W, C) model input and what each file was; an image that cannot be used is a
+        client error."""
         try:
             return await self.decoder(files)
         except ImageDecodeError as exc:
@@ -234,8 +258,12 @@ class ClassifierService:
             return await self.batcher(pixels)
         return await anyio.to_thread.run_sync(self._probabilities, pixels)
 
-    async def _top_k(self, pixels: np.ndarray, k: int) -> JSONResponse:
-        """`Predictions` for `pixels`, or 503 with Retry-After when the model's queue is full."""
+    async def _top_k(
+        self, pixels: np.ndarray, k: int, started: float, sources: list[Source] | None = None
+    ) -> JSONResponse:
+        """`Predictions` for `pixels`, or 503 with Retry-After when the model's queue is full.
+        Each answered request is logged for monitoring (serving/monitoring.py); `started` is
+        when it came in, `sources` what its files were (None: the array endpoints)."""
         try:
             probs = await self._predict(pixels)
         except Overloaded as exc:
@@ -245,6 +273,7 @@ class ClassifierService:
                 status_code=HTTPStatus.SERVICE_UNAVAILABLE,
                 headers={"Retry-After": str(exc.retry_after_s)},
             )
+        self.monitor.record(pixels, probs, sources, started)
         names = self.class_names
         return JSONResponse(
             [
@@ -261,6 +290,7 @@ class ClassifierService:
     @bentoml.api
     async def classify(self, images: list[UploadedFile], k: int = 3) -> Predictions:
         """One or more image files (multipart field `images`): top-k labels per image."""
+        started = time.perf_counter()
         k = self._check_k(k)
         if not images:
             raise RequestError("no images: send one or more files in the field 'images'")
@@ -270,8 +300,8 @@ class ClassifierService:
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
             )
         files = [NamedImage(upload.data, f"image {i}") for i, upload in enumerate(images)]
-        pixels = await self._decode(files)
-        return await self._top_k(pixels, k)
+        pixels, sources = await self._decode(files)
+        return await self._top_k(pixels, k, started, sources)
 
     @bentoml.api(route="/classify_image")
     async def classify_image(self, image: bytes, /) -> Predictions:
@@ -279,8 +309,9 @@ class ClassifierService:
 
         For curl: `curl --data-binary @shoe.png -H 'Content-Type: image/png' .../classify_image`.
         """
-        pixels = await self._decode([NamedImage(image, "body")])
-        return await self._top_k(pixels, min(3, len(self.class_names)))
+        started = time.perf_counter()
+        pixels, sources = await self._decode([NamedImage(image, "body")])
+        return await self._top_k(pixels, min(3, len(self.class_names)), started, sources)
 
     def _checked(self, read: Callable[[Any], np.ndarray], value: Any) -> np.ndarray:
         """The model's input from a client's array (serving/arrays.py); a client error else."""
@@ -292,16 +323,18 @@ class ClassifierService:
     @bentoml.api
     async def classify_array(self, pixels: list, k: int = 3) -> Predictions:
         """A JSON batch of decoded images (N x H x W x C, values 0-255): top-k labels each."""
+        started = time.perf_counter()
         k = self._check_k(k)
-        return await self._top_k(self._checked(arrays.from_json, pixels), k)
+        return await self._top_k(self._checked(arrays.from_json, pixels), k, started)
 
     @bentoml.api
     async def classify_npy(self, array: UploadedFile, k: int = 3) -> Predictions:
         """The same batch as a NumPy `.npy` file (multipart field `array`, written by
         `numpy.save`; integers or floats): top-k labels each. One byte per uint8 value, and
         read without parsing."""
+        started = time.perf_counter()
         k = self._check_k(k)
-        return await self._top_k(self._checked(arrays.from_npy, array.data), k)
+        return await self._top_k(self._checked(arrays.from_npy, array.data), k, started)
 
     @bentoml.api
     async def metadata(self) -> ModelInfo:
@@ -313,6 +346,12 @@ class ClassifierService:
                 "compiles_after_start": self._served.compiles_after_start(),
             }
         )
+
+    @bentoml.api
+    async def live(self) -> dict:
+        """What this worker answered lately, beside the training reference: the class mix
+        and confidence of its last images (the demo page's live panel)."""
+        return self.monitor.live(self.reference)
 
 
 def configure(service: bentoml.Service) -> bentoml.Service:

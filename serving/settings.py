@@ -1,4 +1,4 @@
-"""Serving settings: ten `SERVING_*` environment variables, read once (a container takes -e).
+"""Serving settings: eleven `SERVING_*` environment variables, read once (a container takes -e).
 
 Each field's comment is its entry in serving/SERVICE.md's settings table. What is not here is
 either derived from these (the bytes in flight, the size limit of one image), fixed in the
@@ -44,6 +44,10 @@ class Settings:
     #: `SERVING_HEADER_TIMEOUT_S`: seconds a connection has for each request's headers (slow
     #: clients are cut: serving/http/connections.py); above uvicorn's 5 s keep-alive timeout.
     header_timeout_s: float = 10.0
+    #: `SERVING_PIXEL_SAMPLES`: the fraction (0 to 1) of served images whose model-sized
+    #: pixels monitoring keeps, as PNG files in a capped folder beside its log
+    #: (serving/monitoring.py); 0, none.
+    pixel_samples: float = 0.0
 
     @property
     def max_bytes_in_flight(self) -> int:
@@ -62,6 +66,14 @@ def _parse(name: str, raw: str, default):
         if raw not in VIEWS:
             raise SystemExit(f"{variable} must be one of {', '.join(VIEWS)}; got {raw!r}")
         return raw
+    if name == "pixel_samples":
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not 0.0 <= value <= 1.0:
+            raise SystemExit(f"{variable} must be a fraction from 0 to 1; got {raw!r}")
+        return value
     if name == "gpu":
         if raw not in ("0", "1"):
             raise SystemExit(f"{variable} must be 0 or 1; got {raw!r}")

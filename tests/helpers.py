@@ -21,6 +21,7 @@ SHARED_MODULES = frozenset(
     {
         "pipeline/__init__.py",
         "pipeline/batch_norm.py",
+        "pipeline/features.py",
         "pipeline/model_card.py",
         "pipeline/preprocess.py",
         "pipeline/scoring.py",

@@ -1,4 +1,4 @@
-"""The ten `SERVING_*` settings (serving/settings.py): defaults, what each takes, and a one-line
+"""The eleven `SERVING_*` settings (serving/settings.py): defaults, what each takes, and a one-line
 refusal of anything else. What they do is shown on real servers (test_service.py)."""
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from serving import settings
 from serving.http import tracing
 
 
-def test_there_are_ten_settings_with_the_documented_defaults():
-    assert len(settings.ENV) == 10
+def test_there_are_eleven_settings_with_the_documented_defaults():
+    assert len(settings.ENV) == 11
     loaded = settings.load({})
     assert loaded == settings.Settings()
     assert loaded.model_tag == "cnn-classifier:latest" and loaded.api_token is None
     assert not loaded.tracing and not loaded.gpu and loaded.views == "model"
     assert loaded.max_bytes_in_flight == 2 * loaded.max_request_bytes
+    assert loaded.pixel_samples == 0.0
 
 
 def test_every_setting_is_documented_in_the_service_readme():
@@ -41,6 +42,8 @@ def test_every_setting_is_documented_in_the_service_readme():
         ("SERVING_MAX_IMAGES", "5", "max_images", 5),
         ("SERVING_MAX_REQUEST_BYTES", "1000", "max_request_bytes", 1000),
         ("SERVING_HEADER_TIMEOUT_S", "2.5", "header_timeout_s", 2.5),
+        ("SERVING_PIXEL_SAMPLES", "0.05", "pixel_samples", 0.05),
+        ("SERVING_PIXEL_SAMPLES", "1", "pixel_samples", 1.0),
     ],
 )
 def test_each_setting_takes_its_values(variable, raw, field, value):
@@ -62,6 +65,9 @@ def test_each_setting_takes_its_values(variable, raw, field, value):
         ("SERVING_MAX_REQUEST_BYTES", "64MB", "must be a whole number of at least 1"),
         ("SERVING_HEADER_TIMEOUT_S", "inf", "must be a positive number of seconds"),
         ("SERVING_HEADER_TIMEOUT_S", "soon", "must be a positive number of seconds"),
+        ("SERVING_PIXEL_SAMPLES", "1.5", "must be a fraction from 0 to 1"),
+        ("SERVING_PIXEL_SAMPLES", "some", "must be a fraction from 0 to 1"),
+        ("SERVING_PIXEL_SAMPLES", "nan", "must be a fraction from 0 to 1"),
     ],
 )
 def test_a_bad_value_stops_with_one_line_naming_the_variable_and_the_value(variable, raw, says):
