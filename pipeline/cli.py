@@ -273,6 +273,40 @@ def results(
     typer.echo(f"wrote {write_results(load_config(config).tracking, gpu_runs=gpu_runs)}")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@one_line_errors
+def monitor(
+    ctx: typer.Context,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only records since: a duration (30m, 12h, 7d) or a date or time"),
+    ] = None,
+    skip_bad_lines: Annotated[
+        bool, typer.Option(help="Leave out log lines that are not records, instead of stopping")
+    ] = False,
+    config: Annotated[Path | None, typer.Option(help="YAML config (monitor, tracking)")] = None,
+) -> None:
+    """Compare what the service saw with the served model's reference profile: an HTML report
+    and an MLflow run; exit status 1 when anything drifted, 0 when nothing did.
+
+    Extra arguments are key=value overrides, e.g. `monitor.psi_threshold=0.25`."""
+    from pipeline.config import load_config
+    from pipeline.monitor import monitor as run_monitor
+
+    result = run_monitor(load_config(config, ctx.args), since, skip_bad_lines)
+    drift = result.drift
+    typer.echo(f"model {result.model_tag}: {drift.images} images in {drift.requests} requests")
+    typer.echo(drift.features.round(4).to_string(index=False))
+    labels = drift.labels
+    typer.echo(f"label mix: chi-square {labels.chi2:.2f}, p-value {labels.p_value:.3g}")
+    typer.echo(f"rule: {drift.rule}")
+    typer.echo(f"report: {result.report}\nMLflow run: {result.run_id}")
+    if drift.drifted:
+        typer.echo(f"DRIFT: {', '.join(drift.drifted_names())}")
+        raise typer.Exit(1)
+    typer.echo("no drift")
+
+
 @app.command("config-reference")
 @one_line_errors
 def config_reference() -> None:

@@ -250,6 +250,35 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class MonitorConfig:
+    """`pipeline monitor`: which log, which model, and when its inputs count as drifted."""
+
+    #: The service's monitoring folder (BentoML's `monitoring.options.log_path`); null:
+    #: $BENTOML_HOME/monitoring, where the service writes by default.
+    logs: str | None = None
+    #: The BentoML model tag whose records are compared; null: the newest
+    #: `tracking.registered_model` in the BentoML store (what the service serves by default).
+    model: str | None = None
+    #: A numeric feature drifts when its population stability index reaches this (0.1 is a
+    #: small shift, 0.2 the usual alarm, 0.25 a large one).
+    psi_threshold: float = 0.2
+    #: The predicted-label mix drifts when the chi-square test against the reference's gives
+    #: a p-value below this.
+    label_p_value: float = 0.001
+    #: Fewer image records than this in the window stop the comparison: too few to judge.
+    min_images: int = 100
+    #: MLflow experiment of the monitoring runs (one run per `pipeline monitor`).
+    experiment: str = "cnn-zoo-monitoring"
+    #: Folder of the HTML reports; null: `reports/` in the monitoring folder.
+    report_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        check(self.psi_threshold > 0, "monitor.psi_threshold", "must be above 0")
+        check(0 < self.label_p_value < 1, "monitor.label_p_value", "must be in (0, 1)")
+        check(self.min_images >= 10, "monitor.min_images", "must be at least 10")
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole sweep: the models to train and everything they share."""
 
@@ -265,6 +294,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     def __post_init__(self) -> None:
         check(len(self.models) > 0, "models", "must name at least one model")
@@ -312,8 +342,11 @@ class Config:
         return options_for(name, own, self.model)
 
     def flat(self) -> dict[str, Any]:
-        """Every value under its dotted key, as logged to MLflow (credentials masked)."""
-        flat = _flatten(dataclasses.asdict(self))
+        """Every value under its dotted key, as logged to MLflow (credentials masked). The
+        `monitor` section is no part of a run's recipe: left out, it changes no sweep key."""
+        tree = dataclasses.asdict(self)
+        del tree["monitor"]
+        flat = _flatten(tree)
         if flat.get("tracking.tracking_uri"):
             flat["tracking.tracking_uri"] = redact_uri(flat["tracking.tracking_uri"])
         return flat
