@@ -29,7 +29,7 @@ endif
 BENTOFILE := $(if $(filter 1,$(GPU)),bentofile.gpu.yaml,bentofile.yaml)
 MODELS_OVERRIDE := $(if $(MODELS),models=[$(MODELS)])
 
-.PHONY: help setup data train next ui mlflow-server serve bento containerize base-image container-test bench gpu-wheels gpu-dry-run results config-reference test test-fast lint format clean
+.PHONY: help setup data train next ui mlflow-server serve monitor bento containerize base-image container-test bench gpu-wheels gpu-dry-run results config-reference test test-fast lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-13s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ mlflow-server: setup ## A tracking server on http://127.0.0.1:5000: STORE=postgr
 
 serve: setup ## Serve the champion on http://127.0.0.1:$(PORT) [BACKEND=jax]
 	$(BIN)/bentoml serve serving.service:Classifier --host 127.0.0.1 --port $(PORT)
+
+monitor: setup ## Drift of what the service saw from the champion's reference [SINCE=12h]: report, MLflow run, exit 1 on drift
+	$(BIN)/pipeline monitor $(if $(SINCE),--since $(SINCE))
 
 bento: setup ## Build the bento (GPU=1: JAX with its CUDA wheels, for one GPU) and print its tag
 	@tag=$$($(if $(filter 1,$(GPU)),SERVING_GPU=1) $(BIN)/bentoml build -f $(BENTOFILE) --output tag | tail -n 1) \

@@ -122,7 +122,7 @@ def compare(records: pd.DataFrame, profile: ReferenceProfile, config: MonitorCon
         features=pd.DataFrame(rows),
         labels=label_drift(records["label"], profile, config),
         images=len(records),
-        requests=int(records["request_id"].nunique()),
+        requests=int(records["request"].nunique()),
         rule=(
             f"a feature drifts when PSI >= {config.psi_threshold}; the label mix when the "
             f"chi-square p-value < {config.label_p_value}"

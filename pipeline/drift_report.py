@@ -101,7 +101,7 @@ def write_html(
             "served share": np.round(np.asarray(drift.labels.served) / max(1, drift.images), 4),
         }
     )
-    latency = records.drop_duplicates("request_id")["latency_ms"]
+    latency = records.drop_duplicates("request")["latency_ms"]
     facts = {
         **context,
         "images": drift.images,

@@ -69,7 +69,7 @@ def metrics_of(drift: Drift, records) -> dict[str, float]:
     for row in drift.features.to_dict(orient="records"):
         for key in ("psi", "ks", "ks_p"):
             metrics[f"{key}.{row['feature']}"] = row[key]
-    latency = records.drop_duplicates("request_id")["latency_ms"]
+    latency = records.drop_duplicates("request")["latency_ms"]
     return {
         **metrics,
         "label_chi2": drift.labels.chi2,
@@ -103,7 +103,7 @@ def monitor(config: Config, since: str | None = None, skip_bad_lines: bool = Fal
             f"monitor.min_images={settings.min_images}: choose an earlier --since, or wait"
         )
     drift = compare(records, profile, settings)
-    first, last = records["timestamp"].min(), records["timestamp"].max()
+    first, last = records["answered"].min(), records["answered"].max()
     context = {
         "model_tag": tag,
         "model_run_id": model.info.metadata.get("run_id", ""),
@@ -134,6 +134,9 @@ def monitor(config: Config, since: str | None = None, skip_bad_lines: bool = Fal
                 "model_run_id": context["model_run_id"],
             }
         )
-        mlflow.log_metrics(metrics_of(drift, records))
+        # Stamped with the window's last record, so that the MLflow UI's charts against wall
+        # time place each run where its window ended.
+        stamp_ms = int(last.to_pydatetime().astimezone().timestamp() * 1000)
+        mlflow.log_metrics(metrics_of(drift, records), step=0, timestamp=stamp_ms)
         mlflow.log_artifacts(str(folder))
     return MonitorResult(drift, tag, files["report"], run.info.run_id)

@@ -17,11 +17,9 @@ import pandas as pd
 from pipeline.errors import PipelineError
 from pipeline.features import MONITOR_NAME
 
-#: The columns every image record has; a line without them is not a record of this service.
-COLUMNS = (
-    "timestamp",
-    "request_id",
-    "model_tag",
+#: A record's values per request, and per image (serving/monitoring.py writes both, in order).
+REQUEST_COLUMNS = ("request", "answered", "latency_ms", "images")
+IMAGE_COLUMNS = (
     "width",
     "height",
     "mode",
@@ -33,8 +31,9 @@ COLUMNS = (
     "label",
     "confidence",
     "entropy",
-    "latency_ms",
 )
+#: Per image too, where the service kept pixel samples: each image's file name, or "".
+SAMPLE_COLUMN = "pixel_sample"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -84,18 +83,44 @@ def data_files(logs: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.stat().st_mtime)
 
 
-def _record(line: str) -> dict | str:
-    """The record on `line`, or why it is not one."""
+def _images(line: str) -> list[dict] | str:
+    """The image rows of the record on `line` (one per image, with its request's values), or
+    why it is not a record of this service."""
     try:
         record = json.loads(line)
     except ValueError as exc:
         return f"not JSON ({exc.msg.lower()} at column {exc.colno})"
     if not isinstance(record, dict):
         return "not a JSON object"
-    missing = [c for c in COLUMNS if c not in record]
+    missing = [c for c in ("model_tag", *REQUEST_COLUMNS, *IMAGE_COLUMNS) if c not in record]
     if missing:
         return f"lacks {', '.join(missing[:3])}"
-    return record
+    if any(not isinstance(record[c], list) for c in (*REQUEST_COLUMNS, *IMAGE_COLUMNS)):
+        return "a per-request or per-image value is not a list"
+    counts = record["images"]
+    if len({len(record[c]) for c in REQUEST_COLUMNS}) != 1 or not all(
+        isinstance(n, int) and n > 0 for n in counts
+    ):
+        return "its per-request lists do not match"
+    if {len(record[c]) for c in IMAGE_COLUMNS} != {sum(counts)}:
+        return f"its per-image lists do not hold the {sum(counts)} images its requests say"
+    per_image = [*IMAGE_COLUMNS]
+    if len(record.get(SAMPLE_COLUMN) or []) == sum(counts):
+        per_image.append(SAMPLE_COLUMN)
+    rows = []
+    at = 0
+    for i, n in enumerate(counts):
+        request = {c: record[c][i] for c in REQUEST_COLUMNS}
+        for j in range(at, at + n):
+            rows.append(
+                {
+                    "model_tag": record["model_tag"],
+                    **request,
+                    **{c: record[c][j] for c in per_image},
+                }
+            )
+        at += n
+    return rows
 
 
 def read_log(
@@ -112,7 +137,7 @@ def read_log(
             for number, line in enumerate(lines, 1):
                 if not line.strip():
                     continue
-                record = _record(line)
+                record = _images(line)
                 if isinstance(record, str):
                     if not skip_bad_lines:
                         raise PipelineError(
@@ -121,12 +146,12 @@ def read_log(
                         )
                     bad += 1
                     continue
-                rows.append(record)
+                rows += record
     if not rows:
         raise PipelineError(f"the monitoring log in {files[0].parent} holds no records yet")
     table = pd.DataFrame(rows)
     try:
-        table["timestamp"] = pd.to_datetime(table["timestamp"], format="ISO8601")
+        table["answered"] = pd.to_datetime(table["answered"], format="ISO8601")
         for column in ("pixel_mean", "pixel_std", "near_white", "confidence", "entropy"):
             table[column] = pd.to_numeric(table[column], errors="raise")
         table["latency_ms"] = pd.to_numeric(table["latency_ms"], errors="raise")
@@ -136,7 +161,7 @@ def read_log(
             "was it written by another service?"
         ) from None
     if since is not None:
-        table = table[table["timestamp"] >= pd.Timestamp(since)]
+        table = table[table["answered"] >= pd.Timestamp(since)]
         if table.empty:
             raise PipelineError(
                 f"no records since {since:%Y-%m-%d %H:%M:%S} in {files[0].parent}; "

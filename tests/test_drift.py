@@ -20,7 +20,7 @@ from pipeline.config import MonitorConfig, load_config, sweep_key
 from pipeline.drift import compare, label_drift, psi
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.features import MONITOR_NAME, NEAR_WHITE, answer_features, pixel_features
-from pipeline.monitor_log import COLUMNS, parse_since, read_log
+from pipeline.monitor_log import IMAGE_COLUMNS, parse_since, read_log
 from pipeline.reference import ReferenceError, ReferenceProfile, build_profile
 from tests.helpers import garments
 
@@ -140,7 +140,7 @@ def _records(images: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
             "confidence": answer["confidence"],
             "entropy": answer["entropy"],
             "label": [CLASSES[i] for i in answer["label"]],
-            "request_id": np.arange(len(images)) // 4,
+            "request": np.arange(len(images)) // 4,
         }
     )
 
@@ -167,9 +167,12 @@ def test_parse_since_takes_durations_and_dates_and_refuses_the_rest_in_one_line(
     assert "\n" not in str(refused.value)
 
 
-def _record(tag: str = "m:1", when: str = "2026-12-07T10:00:00", **extra) -> dict:
-    row = {column: 0 for column in COLUMNS}
-    row.update(timestamp=when, request_id="r1", model_tag=tag, mode="L", label="a", **extra)
+def _record(tag: str = "m:1", when: str = "2026-12-07T10:00:00", images: int = 1) -> dict:
+    """A record as serving/monitoring.py writes it: one request of `images` images."""
+    row = {"model_tag": tag, "request": ["r1"], "answered": [when], "latency_ms": [1.5]}
+    row["images"] = [images]
+    row.update({column: [0.0] * images for column in IMAGE_COLUMNS})
+    row.update(mode=["L"] * images, label=["a"] * images)
     return row
 
 
@@ -189,10 +192,11 @@ def test_the_log_reader_keeps_one_model_in_one_window(tmp_path):
             json.dumps(_record("m:2", "2026-12-07T11:30:00")),
         ],
     )
-    _write_log(tmp_path, [json.dumps(_record("m:1", "2026-12-07T12:00:00"))], "data.1.log.1")
+    _write_log(tmp_path, [json.dumps(_record("m:1", "2026-12-07T12:00:00", 3))], "data.1.log.1")
     served = read_log(tmp_path, "m:1", dt.datetime(2026, 12, 7, 10, 0))
-    assert len(served.records) == 2 and served.other_models == {"m:2": 1}
+    assert len(served.records) == 4 and served.other_models == {"m:2": 1}
     assert len(served.files) == 2
+    assert served.records["latency_ms"].tolist() == [1.5] * 4
 
 
 @pytest.mark.parametrize(
@@ -202,6 +206,12 @@ def test_the_log_reader_keeps_one_model_in_one_window(tmp_path):
         ([], "m:1", None, "holds no records yet"),
         (["{cut short"], "m:1", None, "line 1 is not a monitoring record: not JSON"),
         ([json.dumps({"a": 1})], "m:1", None, "line 1 is not a monitoring record: lacks"),
+        (
+            [json.dumps({**_record(images=2), "label": ["a"]})],
+            "m:1",
+            None,
+            "per-image lists do not hold the 2 images",
+        ),
         (
             [json.dumps(_record("m:1"))],
             "m:2",
@@ -268,25 +278,25 @@ def test_the_log_rotates_and_stays_within_its_files(tmp_path):
             logger.removeHandler(handler)
     files = sorted(tmp_path.glob("data.1.log*"))
     assert len(files) == backups + 1
-    assert all(f.stat().st_size <= 2000 for f in files)
+    # A file rotates once it has reached the size: it may hold one record beyond it.
+    assert all(f.stat().st_size <= 2000 + 64 for f in files)
     last = json.loads(files[0].read_text().splitlines()[-1])
     assert last["image"] == 1999
 
 
-def test_a_full_disk_drops_records_counts_them_and_warns_once(tmp_path, caplog):
+def test_a_full_disk_drops_records_and_warns_once(tmp_path, caplog):
     from serving import monitoring
 
     (tmp_path / "data.1.log").symlink_to("/dev/full")
     logging.config.dictConfig(_handler_config(tmp_path, 2000))
     logger = logging.getLogger("bentoml_monitor_data")
-    dropped = monitoring._metrics()["dropped"]
-    before = dropped._value.get()
+    before = monitoring._failed_writes[0]
     monitoring._warned.clear()
     try:
         with caplog.at_level(logging.WARNING, logger="serving.monitoring"):
             for i in range(5):
                 logger.info({"image": i})  # raises nothing
-        assert dropped._value.get() - before == 5
+        assert monitoring._failed_writes[0] - before == 5
     finally:
         for handler in list(logger.handlers):
             handler.close()  # nor does closing a file whose last records cannot be written

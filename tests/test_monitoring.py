@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.errors import PipelineError
 from pipeline.features import MONITOR_NAME, pixel_features
 from tests.helpers import png, serving, tool
 
@@ -96,9 +98,22 @@ def _run(sweep, stdout: str):
     return mlflow.MlflowClient().get_run(run_id)
 
 
-def _records(logs: Path) -> list[dict]:
-    folder = logs / MONITOR_NAME / "data"
-    return [json.loads(line) for f in sorted(folder.glob("data.*.log*")) for line in f.open()]
+def _records(logs: Path, at_least: int = 0, timeout_s: float = 15) -> list[dict]:
+    """The log's image rows (pipeline/monitor_log.py), once it holds `at_least` of them: the
+    service writes what it answered every half second."""
+    from pipeline.monitor_log import read_log
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        files = sorted((logs / MONITOR_NAME / "data").glob("data.*.log"))
+        try:
+            tag = json.loads(files[0].open().readline())["model_tag"] if files else None
+            rows = read_log(logs, tag).records.to_dict(orient="records") if tag else []
+        except PipelineError:
+            rows = []
+        if len(rows) >= at_least or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
 
 
 def _mnist_digits(count: int) -> np.ndarray:
@@ -114,8 +129,10 @@ def test_held_out_fashion_images_show_no_drift(monitored, sweep, fashion):
     url, logs = monitored
     since = dt.datetime.now().isoformat()
     images = fashion.x_test[-600:]
+    before = len(_records(logs))
     _send(url, images[:500])
     _send(url, images[500:], npy=True)
+    _records(logs, before + 600)
     proc = _monitor(sweep, logs, "--since", since)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().endswith("no drift")
@@ -125,6 +142,9 @@ def test_held_out_fashion_images_show_no_drift(monitored, sweep, fashion):
     assert all(metrics[f"psi.{f}"] < 0.2 for f in ("pixel_mean", "pixel_std", "near_white"))
     assert metrics["label_p_value"] >= 0.001
     assert run.data.tags["model_tag"] == sweep["promotion"].bento_tag
+    (point,) = _client(sweep).get_metric_history(run.info.run_id, "drift")
+    sent = dt.datetime.fromisoformat(since).timestamp() * 1000
+    assert sent <= point.timestamp <= dt.datetime.now().timestamp() * 1000  # the window's end
     report = Path(re.search(r"report: (\S+)", proc.stdout).group(1))
     assert "no drift found" in report.read_text()
     assert {"drift_report.html", "drift_summary.json", "drift.png"} <= {
@@ -141,8 +161,10 @@ def _client(sweep):
 def test_inverted_images_and_mnist_digits_drift_in_pixels_and_labels(monitored, sweep, fashion):
     url, logs = monitored
     since = dt.datetime.now().isoformat()
+    before = len(_records(logs))
     _send(url, 255 - fashion.x_test[-300:])  # white background
     _send(url, _mnist_digits(300))
+    _records(logs, before + 600)
     proc = _monitor(sweep, logs, "--since", since)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     drifted = proc.stdout.strip().splitlines()[-1]
@@ -160,6 +182,7 @@ def test_each_record_says_what_the_image_was_and_what_the_model_answered(monitor
     big = np.asarray(Image.fromarray(image[0, ..., 0]).resize((56, 56)))[None, ..., None]
     rgb = io.BytesIO()
     Image.fromarray(np.repeat(big[0], 3, axis=2)).save(rgb, format="JPEG")
+    before = len(_records(logs))
     marker = _send(url, image)[0]
     response = httpx.post(
         f"{url}/classify_image",
@@ -168,7 +191,7 @@ def test_each_record_says_what_the_image_was_and_what_the_model_answered(monitor
         timeout=60,
     )
     assert response.status_code == 200
-    *_, first, last = _records(logs)
+    *_, first, last = _records(logs, before + 2)
     assert first["mode"] == "L" and (first["width"], first["height"]) == (28, 28)
     assert not first["resized"] and not first["converted"]
     expected = pixel_features(image)
@@ -176,7 +199,7 @@ def test_each_record_says_what_the_image_was_and_what_the_model_answered(monitor
     assert first["near_white"] == pytest.approx(float(expected["near_white"][0]), abs=1e-3)
     assert first["label"] == marker["label"]
     assert first["confidence"] == pytest.approx(marker["probability"], abs=1e-4)
-    assert first["latency_ms"] > 0 and first["request_id"]
+    assert first["latency_ms"] > 0 and first["request"] != last["request"]
     assert last["mode"] == "RGB" and last["resized"] and last["converted"]
     assert (last["width"], last["height"]) == (56, 56)
     sample = logs / MONITOR_NAME / "pixels" / first["pixel_sample"]
@@ -198,6 +221,10 @@ def test_metrics_and_the_live_panel_follow_the_last_answers(monitored, fashion):
     url, _ = monitored
     before = _metric(url, "cnn_predictions_total")
     answers = _send(url, fashion.x_test[:520])
+    deadline = time.monotonic() + 15  # the service writes what it answered every half second
+    while sum(_metric(url, "cnn_predictions_total").values()) - sum(before.values()) < 520:
+        assert time.monotonic() < deadline, "the answers never reached /metrics"
+        time.sleep(0.2)
     last = answers[-500:]
     names = httpx.post(f"{url}/metadata", json={}).json()["class_names"]
     counts = [sum(a["label"] == name for a in last) for name in names]
@@ -251,7 +278,9 @@ def test_bad_input_to_monitor_stops_in_one_line_and_loses_nothing(
     from pipeline.selection import package_run
 
     url, logs = monitored
+    before = len(_records(logs))
     _send(url, fashion.x_test[:120])
+    _records(logs, before + 120)
     clean, copy = tmp_path / "clean", tmp_path / "logs"
     for folder in (clean, copy):
         data = folder / MONITOR_NAME / "data"
@@ -303,8 +332,11 @@ def test_a_full_disk_costs_the_log_never_a_request(sweep, session_dir, tmp_path,
     with serving("serving.service:Classifier", env, log) as url:
         answers = _send(url, fashion.x_test[:60])
         assert len(answers) == 60
-        (dropped,) = _metric(url, "cnn_monitoring_records_dropped_total").values()
-        assert dropped == 60
+        deadline = time.monotonic() + 15
+        while sum(_metric(url, "cnn_monitoring_images_dropped_total").values()) < 60:
+            assert time.monotonic() < deadline, "the lost records were never counted"
+            time.sleep(0.2)
+        assert sum(_metric(url, "cnn_monitoring_images_dropped_total").values()) == 60
     warnings = [line for line in log.read_text().splitlines() if "could not be written" in line]
     assert len(warnings) == 1 and "No space left on device" in warnings[0]
 
@@ -314,6 +346,9 @@ def test_monitoring_off_in_bentoml_configuration_writes_nothing(sweep, session_d
     env = {"SERVING_MODEL": sweep["promotion"].bento_tag, **_overrides(logs, enabled=False)}
     with serving("serving.service:Classifier", env, session_dir / "serve-off.log") as url:
         _send(url, np.zeros((4, 28, 28, 1), np.uint8))
-        assert not httpx.post(f"{url}/live", json={}).json()["enabled"]
+        deadline = time.monotonic() + 15  # known at the first write, half a second on
+        while httpx.post(f"{url}/live", json={}).json()["enabled"] is not False:
+            assert time.monotonic() < deadline, "the service never found monitoring off"
+            time.sleep(0.2)
         assert not _metric(url, "cnn_predictions_total{")
     assert not logs.exists()

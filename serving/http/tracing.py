@@ -55,3 +55,9 @@ class RequestIds:
             await self.app(scope, receive, send)
         finally:
             context.detach(token)
+
+
+def request_id() -> str:
+    """The current request's id, as its response header and log lines give it (and as
+    BentoML's monitor would record it): monitoring logs it off the request's context."""
+    return str(trace_context.request_id)
