@@ -34,13 +34,24 @@ NUMERIC_FEATURES = PIXEL_FEATURES + ANSWER_FEATURES
 
 def pixel_features(pixels: np.ndarray) -> dict[str, np.ndarray]:
     """Per image of (N, H, W, C) model-sized pixels in 0-255: the mean and standard deviation
-    of its values, and the fraction of its pixels that are near-white."""
-    flat = pixels.reshape(len(pixels), -1, pixels.shape[-1]).astype(np.float32)
-    values = flat.reshape(len(pixels), -1)
+    of its values, and the fraction of its pixels that are near-white.
+
+    Two passes over float64 values (sums and sums of squares are exact for 8-bit pixels):
+    the service runs it on every image it answers, and NumPy's mean and var took three times
+    as long."""
+    count, channels = len(pixels), pixels.shape[-1]
+    values = pixels.reshape(count, -1).astype(np.float64)
+    size = values.shape[1]
+    mean = values.sum(axis=1) / size
+    squares = np.einsum("ij,ij->i", values, values)
+    # Near-white: the mean over the channels at NEAR_WHITE or above, in whole numbers.
+    grey = pixels.reshape(count, -1) if channels == 1 else pixels.reshape(count, -1, channels)
+    if channels > 1:
+        grey = grey.sum(axis=2, dtype=np.uint32)
     return {
-        "pixel_mean": values.mean(axis=1),
-        "pixel_std": values.std(axis=1),
-        "near_white": (flat.mean(axis=2) >= NEAR_WHITE).mean(axis=1),
+        "pixel_mean": mean,
+        "pixel_std": np.sqrt(np.maximum(squares / size - mean * mean, 0.0)),
+        "near_white": (grey >= NEAR_WHITE * channels).mean(axis=1),
     }
 
 

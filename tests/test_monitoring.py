@@ -240,6 +240,8 @@ def test_metrics_and_the_live_panel_follow_the_last_answers(monitored, fashion):
         assert grown == sum(a["label"] == name for a in answers), name
     (rolling,) = _metric(url, "cnn_confidence_rolling_mean").values()
     assert rolling == pytest.approx(mean, abs=1e-6)
+    (writer,) = _metric(url, "cnn_monitoring_write_cpu_seconds_total").values()
+    assert writer > 0
 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
