@@ -26,6 +26,10 @@ def default_log_path() -> Path:
 #: above: Fashion-MNIST's garments lie on black, a photo or a scan on white.
 NEAR_WHITE = 224
 
+#: Decimal digits each numeric feature is kept to, in the service's log and in the reference
+#: profile alike: rounded differently, values on a bin edge land in different bins, and a
+#: sharp distribution (a good model's confidence, mostly above 0.99) shows as drift.
+DIGITS = {"pixel_mean": 2, "pixel_std": 2, "near_white": 4, "confidence": 4, "entropy": 4}
 #: The numeric features drift is measured on, in the order reports show them.
 PIXEL_FEATURES = ("pixel_mean", "pixel_std", "near_white")
 ANSWER_FEATURES = ("confidence", "entropy")
@@ -64,3 +68,8 @@ def answer_features(probabilities: np.ndarray) -> dict[str, np.ndarray]:
         "confidence": probabilities.max(axis=1).astype(np.float64),
         "entropy": -(p * np.log(p)).sum(axis=1),
     }
+
+
+def rounded(name: str, values: np.ndarray) -> list[float]:
+    """`values` of feature `name` as logged and profiled: rounded to DIGITS[name], in NumPy."""
+    return np.round(np.asarray(values, dtype=np.float64), DIGITS[name]).tolist()

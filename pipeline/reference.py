@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.features import NUMERIC_FEATURES, answer_features, pixel_features
+from pipeline.features import NUMERIC_FEATURES, answer_features, pixel_features, rounded
 from pipeline.model_card import REFERENCE_FILE
 
 __all__ = ["REFERENCE_FILE", "ReferenceError", "ReferenceProfile", "build_profile"]
@@ -121,7 +121,7 @@ def build_profile(
         split=split,
         images=len(pixels),
         class_names=list(class_names),
-        features={k: [round(float(v), 5) for v in features[k][keep]] for k in NUMERIC_FEATURES},
+        features={k: rounded(k, features[k][keep]) for k in NUMERIC_FEATURES},
         class_prior=_fractions(np.bincount(labels, minlength=classes)),
         predicted_prior=_fractions(np.bincount(predicted, minlength=classes)),
         confidence_histogram=Histogram.of(answers["confidence"], 1.0),

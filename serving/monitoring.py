@@ -40,7 +40,15 @@ import bentoml
 import numpy as np
 from PIL import Image
 
-from pipeline.features import MONITOR_NAME, answer_features, default_log_path, pixel_features
+from pipeline.features import (
+    ANSWER_FEATURES,
+    MONITOR_NAME,
+    PIXEL_FEATURES,
+    answer_features,
+    default_log_path,
+    pixel_features,
+    rounded,
+)
 from pipeline.preprocess import ImageShape
 from serving.decoding import Source
 from serving.http import tracing
@@ -303,12 +311,9 @@ class Monitor:
             ("mode", "feature", [s.mode for s in sources]),
             ("resized", "feature", [(s.width, s.height) != size for s in sources]),
             ("converted", "feature", [s.mode not in (self.mode, "array") for s in sources]),
-            ("pixel_mean", "feature", _rounded(image["pixel_mean"], 2)),
-            ("pixel_std", "feature", _rounded(image["pixel_std"], 2)),
-            ("near_white", "feature", _rounded(image["near_white"], 4)),
+            *((name, "feature", rounded(name, image[name])) for name in PIXEL_FEATURES),
             ("label", "prediction", [self.class_names[i] for i in labels]),
-            ("confidence", "prediction", _rounded(answer["confidence"], 4)),
-            ("entropy", "prediction", _rounded(answer["entropy"], 4)),
+            *((name, "prediction", rounded(name, answer[name])) for name in ANSWER_FEATURES),
         ]
         failed = _failed_writes[0]
         with self._bentoml_monitor(MONITOR_NAME) as monitor:
@@ -353,12 +358,6 @@ class Monitor:
 def _local_time(seconds: float) -> str:
     """ISO local time, as BentoML stamps its records."""
     return datetime.datetime.fromtimestamp(seconds).isoformat()
-
-
-def _rounded(values: np.ndarray, digits: int) -> list[float]:
-    """Values for the JSON log, rounded in NumPy: a Python loop of `round` cost more than
-    the rest of a write."""
-    return np.round(values.astype(np.float64), digits).tolist()
 
 
 class PixelSamples:

@@ -156,6 +156,30 @@ def test_held_out_images_of_the_same_kind_do_not_drift_and_inverted_ones_do(prof
     assert "confidence" not in shifted.drifted_names()  # the same answers
 
 
+def test_a_confident_models_answers_as_logged_do_not_drift_from_its_profile():
+    """A good model's confidence is mostly above 0.99: profiled and logged with the same
+    rounding (pipeline/features.py, DIGITS), its held-out answers find no drift."""
+    from pipeline.features import DIGITS, NUMERIC_FEATURES, rounded
+
+    def sure(count: int, seed: int) -> np.ndarray:  # the top class boosted far above the rest
+        rng = np.random.default_rng(seed)
+        logits = rng.normal(0, 1, (count, 3))
+        logits[np.arange(count), rng.integers(0, 3, count)] += rng.exponential(9, count)
+        return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+
+    images, probs = garments(3000, seed=4), sure(3000, 5)
+    profile = build_profile(images[:2000], np.zeros(2000, np.int64), probs[:2000], CLASSES)
+    served = _records(images[2000:], probs[2000:])
+    for name in NUMERIC_FEATURES:  # as the service logs them
+        served[name] = rounded(name, served[name].to_numpy())
+    assert np.median(profile.values("confidence")) > 0.99
+    drift = compare(served, profile, MonitorConfig())
+    assert not drift.drifted, drift.drifted_names()
+    # What the shared rounding guards against: the profile kept to one more digit.
+    finer = np.round(probs[:2000].max(axis=1), DIGITS["confidence"] + 1)
+    assert psi(finer, served["confidence"].to_numpy()) > 0.2
+
+
 def test_parse_since_takes_durations_and_dates_and_refuses_the_rest_in_one_line():
     now = dt.datetime(2026, 12, 7, 12, 0)
     assert parse_since("30m", now) == dt.datetime(2026, 12, 7, 11, 30)
