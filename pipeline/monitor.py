@@ -119,8 +119,10 @@ def monitor(config: Config, since: str | None = None, skip_bad_lines: bool = Fal
         f"drift-{stamp}"
     )
     files = write_files(folder, drift, records, profile, context)
-    tracking.setup(dataclasses.replace(config.tracking, experiment=settings.experiment))
-    with mlflow.start_run(run_name=f"drift {tag}") as run:
+    experiment_id = tracking.setup(
+        dataclasses.replace(config.tracking, experiment=settings.experiment)
+    )
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"drift {tag}") as run:
         mlflow.set_tags({"model_tag": tag, "drift": str(drift.drifted).lower()})
         mlflow.log_params(
             {

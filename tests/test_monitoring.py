@@ -142,6 +142,8 @@ def test_held_out_fashion_images_show_no_drift(monitored, sweep, fashion):
     assert all(metrics[f"psi.{f}"] < 0.2 for f in ("pixel_mean", "pixel_std", "near_white"))
     assert metrics["label_p_value"] >= 0.001
     assert run.data.tags["model_tag"] == sweep["promotion"].bento_tag
+    experiment = _client(sweep).get_experiment(run.info.experiment_id)
+    assert experiment.name == EXPERIMENT and run.info.run_name.startswith("drift ")
     (point,) = _client(sweep).get_metric_history(run.info.run_id, "drift")
     sent = dt.datetime.fromisoformat(since).timestamp() * 1000
     assert sent <= point.timestamp <= dt.datetime.now().timestamp() * 1000  # the window's end
