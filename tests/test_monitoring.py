@@ -313,6 +313,7 @@ def test_bad_input_to_monitor_stops_in_one_line_and_loses_nothing(
         (("monitor.model=cnn-classifier:nope",), "no BentoML model cnn-classifier:nope"),
         (("--since", "soon"), "neither a duration"),
         (("--since", "2099-01-01"), "no records since"),
+        (("monitor.min_images=1000000",), "fewer than monitor.min_images=1000000"),
     ]
     for args, says in cases:
         proc = _monitor(sweep, clean if args else copy, *args)
