@@ -68,6 +68,12 @@ class Drift:
         return names + (["label mix"] if self.labels.drifted else [])
 
 
+def latency_quantiles(records: pd.DataFrame) -> dict[float, float]:
+    """The p50, p95 and p99 of the requests' latencies (ms), each request counted once."""
+    latency = records.drop_duplicates("request")["latency_ms"]
+    return {q: float(latency.quantile(q)) for q in (0.5, 0.95, 0.99)}
+
+
 def label_drift(
     served_labels: pd.Series, profile: ReferenceProfile, config: MonitorConfig
 ) -> LabelDrift:

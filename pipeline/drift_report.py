@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from pipeline.drift import Drift
+from pipeline.drift import Drift, latency_quantiles
 from pipeline.features import NUMERIC_FEATURES
 from pipeline.reference import ReferenceProfile
 
@@ -101,16 +101,14 @@ def write_html(
             "served share": np.round(np.asarray(drift.labels.served) / max(1, drift.images), 4),
         }
     )
-    latency = records.drop_duplicates("request")["latency_ms"]
+    latency = latency_quantiles(records)
     facts = {
         **context,
         "images": drift.images,
         "requests": drift.requests,
         "resized": f"{records['resized'].astype(bool).mean():.1%}",
         "converted": f"{records['converted'].astype(bool).mean():.1%}",
-        "latency p50 / p95 / p99 (ms)": " / ".join(
-            f"{latency.quantile(q):.1f}" for q in (0.5, 0.95, 0.99)
-        ),
+        "latency p50 / p95 / p99 (ms)": " / ".join(f"{v:.1f}" for v in latency.values()),
     }
     rows = "".join(
         f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"

@@ -17,7 +17,7 @@ import mlflow
 
 from pipeline import tracking
 from pipeline.config import Config
-from pipeline.drift import Drift, compare
+from pipeline.drift import Drift, compare, latency_quantiles
 from pipeline.drift_report import write_files
 from pipeline.errors import PipelineError
 from pipeline.features import default_log_path
@@ -69,7 +69,7 @@ def metrics_of(drift: Drift, records) -> dict[str, float]:
     for row in drift.features.to_dict(orient="records"):
         for key in ("psi", "ks", "ks_p"):
             metrics[f"{key}.{row['feature']}"] = row[key]
-    latency = records.drop_duplicates("request")["latency_ms"]
+    latency = latency_quantiles(records)
     return {
         **metrics,
         "label_chi2": drift.labels.chi2,
@@ -82,8 +82,8 @@ def metrics_of(drift: Drift, records) -> dict[str, float]:
         "mean_confidence": float(records["confidence"].mean()),
         "resized_fraction": float(records["resized"].astype(bool).mean()),
         "converted_fraction": float(records["converted"].astype(bool).mean()),
-        "latency_p50_ms": float(latency.quantile(0.5)),
-        "latency_p95_ms": float(latency.quantile(0.95)),
+        "latency_p50_ms": latency[0.5],
+        "latency_p95_ms": latency[0.95],
     }
 
 

@@ -173,11 +173,6 @@ class LiveWindow:
     def mean_confidence(self) -> float | None:
         return float(self.confidence[: self.filled].mean()) if self.filled else None
 
-    def confidences(self) -> list[float]:
-        """Oldest first."""
-        order = np.roll(np.arange(self.size), -self.next)[-self.filled :] if self.filled else []
-        return self.confidence[order].tolist()
-
 
 @dataclass(frozen=True)
 class Answered:
@@ -350,7 +345,6 @@ class Monitor:
                 "class_names": self.class_names,
                 "class_counts": window.counts.tolist(),
                 "mean_confidence": window.mean_confidence,
-                "confidences": window.confidences(),
                 "reference": reference,
             }
 
